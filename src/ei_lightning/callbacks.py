@@ -1,0 +1,71 @@
+"""Lightning callbacks: the sign projection after each optimizer step, and epoch summaries."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.hooks import RemovableHandle
+
+log = logging.getLogger(__name__)
+
+
+class SignConstraint(L.Callback):
+    """Projects the circuit's constrained weights back onto their signs after every step.
+
+    The projection hangs on the optimizer's own post-step hook, so it follows optimizer steps
+    (not batches: with gradient accumulation it runs once per accumulated step) and works the
+    same under any loop, device or precision.
+    """
+
+    def __init__(self) -> None:
+        self.handles: list[RemovableHandle] = []
+        self.projections = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        circuit = pl_module.circuit
+
+        def project(*_: Any) -> None:
+            circuit.signs.project_(circuit)
+            self.projections += 1
+
+        self.handles = [opt.register_step_post_hook(project) for opt in trainer.optimizers]
+
+    def _remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._remove()
+
+
+class EpochSummary(L.Callback):
+    """One log line per epoch, for runs whose output goes to a file rather than a terminal."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        parts = [
+            f"{key}={float(metrics[key]):.4f}"
+            for key in ("train/loss_epoch", "val/loss", "val/acc")
+            if key in metrics
+        ]
+        rank_zero_info(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+            f"step {trainer.global_step} {' '.join(parts)} "
+            f"({time.perf_counter() - self.start:.1f} s)"
+        )

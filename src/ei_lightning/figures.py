@@ -1,0 +1,92 @@
+"""Figures of a sweep, sized to be read on a slide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; sweeps run on machines without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# One colour per circuit in every figure, in the order of docs/models.md.
+MODEL_ORDER = ["mlp", "lhb_dan", "combined_ei", "split_ep", "split_ep_lhb"]
+MODEL_COLORS = dict(zip(MODEL_ORDER, plt.get_cmap("tab10").colors, strict=False))
+FONT_SIZE = 13
+
+
+def _models(frame: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(frame["model"]))
+    return [m for m in MODEL_ORDER if m in present] + [m for m in present if m not in MODEL_ORDER]
+
+
+def _color(model: str, fallback: int) -> tuple:
+    return MODEL_COLORS.get(model, plt.get_cmap("tab10").colors[fallback % 10])
+
+
+def _panels(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """One panel per combination of the grouping keys other than the model."""
+    others = [k for k in keys if k != "model"]
+    if frame.empty:
+        return []
+    return [
+        (", ".join(f"{v}" if k == "data" else f"{k.split('.')[-1]}={v}"
+                   for k, v in zip(others, group if isinstance(group, tuple) else (group,),
+                                   strict=True)), part)
+        for group, part in frame.groupby(others, sort=True, dropna=False)
+    ]  # fmt: skip
+
+
+def _figure(n_panels: int) -> tuple[plt.Figure, np.ndarray]:
+    plt.rcParams.update({"font.size": FONT_SIZE})
+    fig, axes = plt.subplots(1, max(n_panels, 1), figsize=(5.5 * max(n_panels, 1), 4.5),
+                             squeeze=False, sharey=True)  # fmt: skip
+    return fig, axes[0]
+
+
+def plot_accuracy(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
+    """Mean test accuracy per circuit with SEM error bars, every seed as a dot."""
+    panels = _panels(runs, keys)
+    fig, axes = _figure(len(panels))
+    rng = np.random.default_rng(0)  # jitter of the dots only
+    for ax, (title, part) in zip(axes, panels, strict=False):
+        for i, model in enumerate(_models(part)):
+            acc = part.loc[part["model"] == model, "test_acc"].to_numpy(dtype=float)
+            sem = acc.std(ddof=1) / np.sqrt(len(acc)) if len(acc) > 1 else 0.0
+            ax.bar(i, acc.mean(), yerr=sem, capsize=5, color=_color(model, i), alpha=0.75)
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(acc)), acc, color="black", s=14, zorder=3)
+        ax.set_xticks(range(len(_models(part))), _models(part), rotation=30, ha="right")
+        ax.set_title(title)
+        low = part["test_acc"].min()
+        ax.set_ylim(max(0.0, low - 0.05), min(1.0, part["test_acc"].max() + 0.02))
+    axes[0].set_ylabel("test accuracy (mean ± SEM)")
+    _save(fig, path)
+
+
+def plot_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], path: Path) -> None:
+    """Mean validation accuracy per epoch with a shaded SEM band, one line per circuit."""
+    ok = curves.merge(runs[["model", "data", "seed", *[k for k in keys if k not in
+                                                       ("model", "data")]]].drop_duplicates(),
+                      on=["model", "data", "seed"])  # fmt: skip
+    panels = _panels(ok, keys)
+    fig, axes = _figure(len(panels))
+    for ax, (title, part) in zip(axes, panels, strict=False):
+        for i, model in enumerate(_models(part)):
+            by_epoch = part[part["model"] == model].groupby("epoch")["val_acc"]
+            mean, sem = by_epoch.mean(), by_epoch.sem().fillna(0.0)
+            ax.plot(mean.index, mean, color=_color(model, i), label=model, lw=2)
+            ax.fill_between(mean.index, mean - sem, mean + sem, color=_color(model, i), alpha=0.2)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("validation accuracy (mean ± SEM)")
+    axes[-1].legend(loc="lower right", fontsize=FONT_SIZE - 2)
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,123 @@
+"""The LightningModule that trains any of the circuits: loss, metrics and optimizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from ei_lightning.circuits import N_CLASSES, build_circuit
+from ei_lightning.constraints import sign_census
+
+SCHEDULERS = ("cosine", "none")
+
+
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite, so further steps would be meaningless."""
+
+
+class CircuitModule(L.LightningModule):
+    """Wraps one circuit with cross-entropy training, accuracy metrics and Adam.
+
+    Args:
+        model: keyword arguments of :func:`~ei_lightning.circuits.build_circuit`.
+        optim: ``lr``, ``betas``, ``weight_decay`` and ``scheduler`` (``cosine`` anneals the
+            learning rate to zero over ``trainer.max_epochs``, as the lab's script did).
+    """
+
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any]) -> None:
+        super().__init__()
+        check_optim_args(**optim)
+        self.save_hyperparameters()
+        self.circuit = build_circuit(**model)
+        self.init_census = sign_census(self.circuit)
+
+        self.train_acc = MulticlassAccuracy(N_CLASSES, average="micro")
+        self.val_acc = MulticlassAccuracy(N_CLASSES, average="micro")
+        self.test_acc = MulticlassAccuracy(N_CLASSES, average="micro")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        # persistent, so a run resumed from a checkpoint still knows its best epoch
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.circuit(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        images, labels = batch
+        logits = self(images)
+        return F.cross_entropy(logits, labels), logits, labels
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        loss, logits, labels = self._step(batch)
+        self._check_finite(loss)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        # Reading the loss forces a device sync, so look only at the logging cadence: a diverged
+        # run still stops within a few steps instead of training on NaN for whole epochs.
+        if self.global_step % self.trainer.log_every_n_steps == 0 and not torch.isfinite(loss):
+            raise DivergedError(f"training loss is {loss.item()} at step {self.global_step}")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch)
+        self.val_acc.update(logits, labels)
+        self.val_loss.update(loss, weight=len(labels))
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.log("val/acc", acc, prog_bar=True)
+        self.log("val/loss", self.val_loss.compute())
+        self.val_acc.reset()
+        self.val_loss.reset()
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(acc)
+            self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch)
+        self.test_acc.update(logits, labels)
+        self.test_loss.update(loss, weight=len(labels))
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/acc", self.test_acc.compute())
+        self.log("test/loss", self.test_loss.compute())
+        self.test_acc.reset()
+        self.test_loss.reset()
+
+    def configure_optimizers(self) -> Any:
+        optim = self.hparams["optim"]
+        optimizer = torch.optim.Adam(
+            self.parameters(),
+            lr=optim["lr"],
+            betas=tuple(optim["betas"]),
+            weight_decay=optim["weight_decay"],
+        )
+        if optim["scheduler"] == "none":
+            return optimizer
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=self.trainer.max_epochs
+        )
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+
+def check_optim_args(
+    lr: float, betas: tuple[float, float], weight_decay: float, scheduler: str
+) -> None:
+    """Reject optimizer settings that cannot train, naming the accepted values."""
+    if not lr > 0:
+        raise ValueError(f"optim.lr={lr!r} must be a positive learning rate")
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"optim.betas={list(betas)!r} must be two numbers in [0, 1)")
+    if weight_decay < 0:
+        raise ValueError(f"optim.weight_decay={weight_decay!r} must be >= 0")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"optim.scheduler={scheduler!r} is not known; use one of {SCHEDULERS}")

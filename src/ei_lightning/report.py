@@ -1,0 +1,194 @@
+"""The sweep report: tables and figures gathered from the job directories of one sweep.
+
+Runs at the end of every multirun (as a Hydra callback) and on demand for a sweep that was
+interrupted or partly failed:
+
+    python -m ei_lightning.report multirun/2026-12-03/10-00-00
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ei_lightning.results import RESULT_FILE, read_result
+from ei_lightning.statistics import learning_speed, paired_against, summarise
+
+log = logging.getLogger(__name__)
+
+RUN_COLUMNS = [
+    "job", "model", "data", "seed", "status", "error", "test_acc", "test_loss", "best_val_acc",
+    "val_auc", "epochs_to_95", "epochs", "steps", "wall_s", "n_params", "sign_violations",
+]  # fmt: skip
+CURVE_COLUMNS = ["model", "data", "seed", "epoch", "step", "val_acc", "val_loss", "train_loss"]
+IDENTITY_KEYS = {"model", "data", "seed"}
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job directory of a sweep: those holding the config Hydra saved for the job."""
+    return sorted(
+        (p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml")),
+        key=lambda p: (len(p.name), p.name),
+    )
+
+
+def job_overrides(job_dir: Path) -> dict[str, str]:
+    """The job's command-line overrides as ``{key: value}``."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    items = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    return dict(item.lstrip("+~").split("=", 1) for item in items if "=" in item)
+
+
+def _identity_from_config(job_dir: Path) -> dict[str, Any]:
+    cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    return {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed}
+
+
+def read_curve(job_dir: Path) -> pd.DataFrame:
+    """Per-epoch validation accuracy and loss, with the epoch's mean training loss."""
+    path = job_dir / "logs" / "metrics.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=["epoch", "step", "val_acc", "val_loss", "train_loss"])
+    metrics = pd.read_csv(path)
+    val = metrics.dropna(subset=["val/acc"]) if "val/acc" in metrics else metrics.iloc[:0]
+    curve = pd.DataFrame({
+        "epoch": val["epoch"].astype(int) + 1,
+        "step": val["step"].astype(int),
+        "val_acc": val["val/acc"],
+        "val_loss": val.get("val/loss"),
+    })
+    if "train/loss_epoch" in metrics:
+        train = metrics.dropna(subset=["train/loss_epoch"]).groupby("epoch")["train/loss_epoch"]
+        curve["train_loss"] = curve["epoch"].map(train.last().rename(lambda e: int(e) + 1))
+    else:
+        curve["train_loss"] = np.nan
+    return curve.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per job (missing jobs included) and the long table of validation curves."""
+    rows, curves = [], []
+    for job_dir in job_dirs(sweep_dir):
+        result = read_result(job_dir)
+        if result is None:
+            row = _identity_from_config(job_dir) | {"status": "missing", "error": "no result"}
+        else:
+            row = {k: v for k, v in result.items() if k not in ("sign_census", "overrides")}
+        row["job"] = job_dir.name
+        row |= {f"override.{k}": v for k, v in job_overrides(job_dir).items()}
+
+        curve = read_curve(job_dir)
+        row |= learning_speed(curve["epoch"].to_numpy(), curve["val_acc"].to_numpy())
+        rows.append(row)
+        curves.append(curve.assign(model=row["model"], data=row["data"], seed=row["seed"]))
+
+    runs = pd.DataFrame(rows)
+    extra = sorted(c for c in runs.columns if c not in RUN_COLUMNS)
+    runs = runs.reindex(columns=RUN_COLUMNS + extra)
+    curves_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return runs, curves_table.reindex(columns=CURVE_COLUMNS)
+
+
+def group_keys(runs: pd.DataFrame) -> list[str]:
+    """model, data and every other override that varies in the sweep, except the seed."""
+    varying = [
+        c for c in runs.columns
+        if c.startswith("override.") and c.split(".", 1)[1] not in IDENTITY_KEYS
+        and runs[c].nunique(dropna=False) > 1
+    ]  # fmt: skip
+    return ["model", "data", *varying]
+
+
+def write_report(sweep_dir: Path) -> pd.DataFrame:
+    """Write runs.csv, summary.csv, curves.csv and the figures; return the summary."""
+    from ei_lightning.figures import plot_accuracy, plot_curves
+
+    sweep_dir = Path(sweep_dir)
+    runs, curves = collect(sweep_dir)
+    if runs.empty:
+        raise FileNotFoundError(f"{sweep_dir} holds no job directories (no */.hydra/config.yaml)")
+
+    keys = group_keys(runs)
+    ok = runs[runs["status"] == "ok"]
+    summary = summarise(ok, keys, ["test_acc", "best_val_acc", "val_auc", "epochs_to_95"])
+    summary = summary.merge(paired_against(ok, keys, "test_acc", "mlp"), on=keys, how="left")
+    _count_missing(summary, runs, keys)
+
+    runs.to_csv(sweep_dir / "runs.csv", index=False)
+    summary.to_csv(sweep_dir / "summary.csv", index=False)
+    curves.to_csv(sweep_dir / "curves.csv", index=False)
+    plot_accuracy(ok, keys, sweep_dir / "test_accuracy.png")
+    plot_curves(curves, ok, keys, sweep_dir / "learning_curves.png")
+    _point_latest(sweep_dir)
+
+    _log_outcome(sweep_dir, runs, summary, keys)
+    return summary
+
+
+def _count_missing(summary: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> None:
+    bad = runs[runs["status"] != "ok"].groupby(keys, dropna=False).size().rename("n_not_ok")
+    if len(summary):
+        merged = summary.merge(bad.reset_index(), on=keys, how="left")
+        summary["n_not_ok"] = merged["n_not_ok"].fillna(0).astype(int).to_numpy()
+
+
+def _point_latest(sweep_dir: Path) -> None:
+    """Keep ``<multirun root>/latest`` pointing at this sweep, when it sits in one."""
+    root = sweep_dir.resolve().parent.parent
+    if root.name != "multirun":
+        return
+    latest = root / "latest"
+    if latest.is_symlink() or not latest.exists():
+        tmp = root / ".latest.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(sweep_dir.resolve().relative_to(root))
+        tmp.replace(latest)
+
+
+def _log_outcome(sweep_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, keys: list) -> None:
+    not_ok = runs[runs["status"] != "ok"]
+    for _, row in not_ok.iterrows():
+        log.warning("job %s (%s): %s", row["job"], row["status"], row["error"])
+
+    cols = [*keys, "n", "test_acc_mean", "test_acc_std", "test_acc_sem", "diff_vs_mlp", "p_ttest"]
+    table = summary.reindex(columns=cols).to_string(index=False, float_format="%.4f")
+    log.info("Sweep report in %s (%d jobs, %d not ok):\n%s", sweep_dir, len(runs), len(not_ok), table)
+
+
+class SweepReport(Callback):
+    """Hydra callback: write the report when a multirun ends, and fail if any job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        write_report(sweep_dir)
+        runs = pd.read_csv(sweep_dir / "runs.csv")
+        if (runs["status"] != "ok").any():
+            log.error("%d of %d jobs did not finish; see runs.csv", (runs["status"] != "ok").sum(),
+                      len(runs))
+            sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Rebuild the report of a sweep directory.")
+    parser.add_argument("sweep_dir", type=Path, help="e.g. multirun/2026-12-03/10-00-00")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.sweep_dir.is_dir():
+        log.error("%s is not a directory", args.sweep_dir)
+        return 2
+
+    write_report(args.sweep_dir)
+    runs = pd.read_csv(args.sweep_dir / "runs.csv")
+    return int((runs["status"] != "ok").any())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

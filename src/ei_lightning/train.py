@@ -1,0 +1,153 @@
+"""Train one circuit on one task: the entry point of every run and every sweep job.
+
+    python -m ei_lightning.train model=split_ep data=shuffled seed=3
+    python -m ei_lightning.train -m 'model=glob(*)' 'data=glob(*)' 'seed=range(5)'
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from ei_lightning.callbacks import EpochSummary, SignConstraint
+from ei_lightning.constraints import sign_census
+from ei_lightning.datamodule import FashionMNISTDataModule
+from ei_lightning.lightning_module import CircuitModule
+from ei_lightning.results import PERMUTATION_FILE, RESULT_FILE, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+# The configs live beside the package in a checkout (``conf/``), where users edit them.
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+# Trainer arguments that the job sets itself from other config values.
+MANAGED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar")
+
+
+def build_trainer(cfg: DictConfig, job_dir: Path) -> L.Trainer:
+    """A Trainer whose logs and checkpoints stay inside ``job_dir``."""
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in MANAGED_TRAINER_KEYS:
+        if key in options:
+            raise ValueError(f"trainer.{key} is set by ei_lightning itself; remove the override")
+    if not isinstance(options.get("max_epochs"), int) or options["max_epochs"] < 1:
+        raise ValueError(f"trainer.max_epochs={options.get('max_epochs')!r} must be at least 1")
+
+    bar = show_progress_bar(cfg.progress)
+    callbacks: list[L.Callback] = [
+        SignConstraint(),
+        ModelCheckpoint(dirpath=job_dir / "checkpoints", save_last=True, save_top_k=0),
+    ]
+    if not bar:
+        callbacks.append(EpochSummary())
+    logger = CSVLogger(save_dir=job_dir, name="logs", version="")
+    return L.Trainer(
+        **options,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=job_dir,
+        enable_progress_bar=bar,
+    )
+
+
+def show_progress_bar(progress: str) -> bool:
+    """Lightning's bar on a terminal; one line per epoch when output goes to a file."""
+    choices = ("auto", "bar", "epoch")
+    if progress not in choices:
+        raise ValueError(f"progress={progress!r} is not known; use one of {choices}")
+    return progress == "bar" or (progress == "auto" and sys.stderr.isatty())
+
+
+def configure_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads={threads!r} must be at least 1 (or null for torch's default)")
+        torch.set_num_threads(threads)
+
+
+def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
+    """Fit, then test on the final weights; return the fields of the result file."""
+    configure_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = FashionMNISTDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    module = CircuitModule(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+    )
+    trainer = build_trainer(cfg, job_dir)
+    if data.permutation is not None:
+        write_json_atomic(job_dir / PERMUTATION_FILE, data.permutation.tolist())
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    tested = trainer.test(module, datamodule=data, verbose=False)[0]
+    wall = time.perf_counter() - start
+
+    circuit = module.circuit
+    return {
+        "test_acc": tested["test/acc"],
+        "test_loss": tested["test/loss"],
+        "best_val_acc": float(module.val_acc_best.compute()),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "wall_s": wall,
+        "n_params": sum(p.numel() for p in circuit.parameters()),
+        "sign_violations": circuit.signs.count_violations(circuit),
+        "sign_census": {"init": module.init_census, "final": sign_census(circuit)},
+    }
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """What identifies a job in the sweep report."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "overrides": overrides}
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Train and record the outcome, successful or not, in the job's result file.
+
+    A failure is recorded rather than raised inside a sweep, so the other jobs go on and the
+    sweep report still runs (Hydra skips its end-of-sweep callbacks once a job has raised).
+    """
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = identity(cfg)
+    try:
+        result |= {"status": "ok", "error": None, **train(cfg, job_dir)}
+    except Exception as err:
+        log.error("%s", "".join(traceback.format_exception_only(err)).strip())
+        log.debug("traceback", exc_info=True)
+        result |= {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        write_json_atomic(job_dir / RESULT_FILE, result)
+        if HydraConfig.get().mode != hydra.types.RunMode.MULTIRUN:
+            raise
+        return result
+
+    write_json_atomic(job_dir / RESULT_FILE, result)
+    log.info(
+        "%s on %s, seed %s: test accuracy %.4f (best validation %.4f), %.0f s",
+        result["model"], result["data"], result["seed"],
+        result["test_acc"], result["best_val_acc"], result["wall_s"],
+    )
+    return result
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    result = run_job(cfg)
+    return result.get("test_acc")
+
+
+if __name__ == "__main__":
+    main()
