@@ -35,7 +35,9 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         bounds[-2:] = [(bounds[-2][0], n)]
-        log.info("%d samples in batches of %d: the last sample joins the batch before", n, batch_size)
+        log.info(
+            "%d samples in batches of %d: the last sample joins the batch before", n, batch_size
+        )
     return bounds
 
 
@@ -122,6 +124,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.seed = seed
         self.permutation = pixel_permutation(permutation_seed) if shuffle == "pixels" else None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.split_index: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -130,7 +133,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         order = torch.randperm(
             N_TRAIN_FULL, generator=torch.Generator().manual_seed(self.split_seed)
         )
-        val_index, train_index = order[: self.val_size], order[self.val_size :]
+        self.split_index = {"val": order[: self.val_size], "train": order[self.val_size :]}
+        train_index, val_index = self.split_index["train"], self.split_index["val"]
         train_images, train_labels = raw["train_images"], raw["train_labels"].long()
         self.splits = {
             "train": (self._prepare(train_images[train_index]), train_labels[train_index]),
@@ -162,7 +166,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return TensorBatches(*self._on_device("test"), self.eval_batch_size)
 
 
-def check_data_args(shuffle: str | None, batch_size: int, eval_batch_size: int, val_size: int) -> None:
+def check_data_args(
+    shuffle: str | None, batch_size: int, eval_batch_size: int, val_size: int
+) -> None:
     """Reject data settings that cannot work, naming the accepted values."""
     if shuffle not in SHUFFLES:
         raise ValueError(f"data.shuffle={shuffle!r} is not supported; use one of {SHUFFLES}")

@@ -34,9 +34,9 @@ IDX_MAGIC = {3: 2051, 1: 2049}  # idx3 (images) and idx1 (labels), unsigned byte
 
 HOW_TO_GET = (
     "Get Fashion-MNIST in one of two ways: on Debian or Ubuntu, "
-    "`sudo apt-get install dataset-fashion-mnist` (files under /usr/share/datasets/fashion-mnist); "
-    "or let torchvision download it (needs internet access) into ~/.cache/ei-lightning, or put the "
-    "four idx files under a directory of your own and pass data.root=DIR."
+    "`sudo apt-get install dataset-fashion-mnist` (installs /usr/share/datasets/fashion-mnist); "
+    "or let torchvision download it (needs internet access) into ~/.cache/ei-lightning. "
+    "Files you already have can be named with data.root=DIR."
 )
 
 
@@ -69,31 +69,31 @@ def _parse_idx(raw: bytes, path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
-def _load_file(directory: Path, key: str) -> np.ndarray | None:
-    filename, md5 = FILES[key]
-    found = [p for p in _candidates(directory, filename) if p.is_file()]
-    if not found:
-        return None
+def _find(directory: Path, filename: str) -> Path | None:
+    return next((p for p in _candidates(directory, filename) if p.is_file()), None)
 
-    raw = _read_bytes(found[0])
-    ndim = 3 if key.endswith("images") else 1
-    array = _parse_idx(raw, found[0], ndim)
+
+def _load_file(path: Path, key: str) -> np.ndarray:
+    filename, md5 = FILES[key]
+    raw = _read_bytes(path)
+    array = _parse_idx(raw, path, 3 if key.endswith("images") else 1)
     if hashlib.md5(raw).hexdigest() != md5:
         raise DataSourceError(
-            f"{found[0]} does not match Fashion-MNIST's {filename} (md5 of the uncompressed "
+            f"{path} does not match Fashion-MNIST's {filename} (md5 of the uncompressed "
             f"content differs: corrupted, or another dataset such as MNIST digits). {HOW_TO_GET}"
         )
     return array
 
 
 def _load_dir(directory: Path) -> dict[str, np.ndarray] | None:
-    arrays = {key: _load_file(directory, key) for key in FILES}
-    if all(a is None for a in arrays.values()):
+    """The four arrays from ``directory``, ``None`` if it has none of the files."""
+    paths = {key: _find(directory, name) for key, (name, _) in FILES.items()}
+    if all(p is None for p in paths.values()):
         return None
-    missing = [FILES[k][0] for k, a in arrays.items() if a is None]
+    missing = [FILES[k][0] for k, p in paths.items() if p is None]
     if missing:
         raise DataSourceError(f"{directory} lacks {', '.join(missing)}. {HOW_TO_GET}")
-    return arrays  # type: ignore[return-value]
+    return {key: _load_file(path, key) for key, path in paths.items()}  # type: ignore[arg-type]
 
 
 def _download(directory: Path) -> None:
@@ -125,7 +125,9 @@ def load_fashion_mnist(root: str | None = None) -> dict[str, torch.Tensor]:
             raise DataSourceError(f"data.root={root} is not a directory. {HOW_TO_GET}")
         arrays = _load_dir(directory)
         if arrays is None:
-            raise DataSourceError(f"data.root={root} holds no Fashion-MNIST idx files. {HOW_TO_GET}")
+            raise DataSourceError(
+                f"data.root={root} holds no Fashion-MNIST idx files. {HOW_TO_GET}"
+            )
         return _to_tensors(arrays, directory)
 
     for directory in (DEBIAN_DIR, DOWNLOAD_DIR):

@@ -19,7 +19,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ei_lightning.results import RESULT_FILE, read_result
+from ei_lightning.results import read_result
 from ei_lightning.statistics import learning_speed, paired_against, summarise
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,14 @@ def read_curve(job_dir: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=["epoch", "step", "val_acc", "val_loss", "train_loss"])
     metrics = pd.read_csv(path)
     val = metrics.dropna(subset=["val/acc"]) if "val/acc" in metrics else metrics.iloc[:0]
-    curve = pd.DataFrame({
-        "epoch": val["epoch"].astype(int) + 1,
-        "step": val["step"].astype(int),
-        "val_acc": val["val/acc"],
-        "val_loss": val.get("val/loss"),
-    })
+    curve = pd.DataFrame(
+        {
+            "epoch": val["epoch"].astype(int) + 1,
+            "step": val["step"].astype(int),
+            "val_acc": val["val/acc"],
+            "val_loss": val.get("val/loss"),
+        }
+    )
     if "train/loss_epoch" in metrics:
         train = metrics.dropna(subset=["train/loss_epoch"]).groupby("epoch")["train/loss_epoch"]
         curve["train_loss"] = curve["epoch"].map(train.last().rename(lambda e: int(e) + 1))
@@ -160,7 +162,9 @@ def _log_outcome(sweep_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, key
 
     cols = [*keys, "n", "test_acc_mean", "test_acc_std", "test_acc_sem", "diff_vs_mlp", "p_ttest"]
     table = summary.reindex(columns=cols).to_string(index=False, float_format="%.4f")
-    log.info("Sweep report in %s (%d jobs, %d not ok):\n%s", sweep_dir, len(runs), len(not_ok), table)
+    log.info(
+        "Sweep report in %s (%d jobs, %d not ok):\n%s", sweep_dir, len(runs), len(not_ok), table
+    )
 
 
 class SweepReport(Callback):
@@ -171,8 +175,11 @@ class SweepReport(Callback):
         write_report(sweep_dir)
         runs = pd.read_csv(sweep_dir / "runs.csv")
         if (runs["status"] != "ok").any():
-            log.error("%d of %d jobs did not finish; see runs.csv", (runs["status"] != "ok").sum(),
-                      len(runs))
+            log.error(
+                "%d of %d jobs did not finish; see runs.csv",
+                (runs["status"] != "ok").sum(),
+                len(runs),
+            )
             sys.exit(1)
 
 

@@ -37,9 +37,7 @@ def _summary_columns(keys: list[str], metrics: list[str]) -> list[str]:
     return [*keys, "n", *(f"{m}_{f}" for m in metrics for f in fields)]
 
 
-def paired_against(
-    runs: pd.DataFrame, keys: list[str], metric: str, control: str
-) -> pd.DataFrame:
+def paired_against(runs: pd.DataFrame, keys: list[str], metric: str, control: str) -> pd.DataFrame:
     """Each group against the ``control`` model of the same other keys, paired by seed.
 
     Returns ``diff_vs_<control>`` (mean of model minus control over matching seeds), the paired
@@ -66,7 +64,9 @@ def _matches(runs: pd.DataFrame, keys: list[str], row: dict) -> pd.Series:
 
 
 def _paired_test(model: pd.DataFrame, control: pd.DataFrame, metric: str) -> dict:
-    pairs = model[["seed", metric]].merge(control[["seed", metric]], on="seed", suffixes=("", "_c"))
+    pairs = model[["seed", metric]].merge(
+        control[["seed", metric]], on="seed", suffixes=("", "_c")
+    )
     pairs = pairs.dropna()
     diff = (pairs[metric] - pairs[f"{metric}_c"]).to_numpy()
     out = {"diff": diff.mean() if len(diff) else np.nan, "p_ttest": np.nan,

@@ -1,7 +1,7 @@
 """Train one circuit on one task: the entry point of every run and every sweep job.
 
-    python -m ei_lightning.train model=split_ep data=shuffled seed=3
-    python -m ei_lightning.train -m 'model=glob(*)' 'data=glob(*)' 'seed=range(5)'
+python -m ei_lightning.train model=split_ep data=shuffled seed=3
+python -m ei_lightning.train -m 'model=glob(*)' 'data=glob(*)' 'seed=range(5)'
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def show_progress_bar(progress: str) -> bool:
 def configure_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads={threads!r} must be at least 1 (or null for torch's default)")
+            raise ValueError(
+                f"threads={threads!r} must be at least 1 (or null for torch's default)"
+            )
         torch.set_num_threads(threads)
 
 
@@ -112,7 +114,12 @@ def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """What identifies a job in the sweep report."""
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    return {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "overrides": overrides}
+    return {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "overrides": overrides,
+    }
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -137,8 +144,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     write_json_atomic(job_dir / RESULT_FILE, result)
     log.info(
         "%s on %s, seed %s: test accuracy %.4f (best validation %.4f), %.0f s",
-        result["model"], result["data"], result["seed"],
-        result["test_acc"], result["best_val_acc"], result["wall_s"],
+        result["model"],
+        result["data"],
+        result["seed"],
+        result["test_acc"],
+        result["best_val_acc"],
+        result["wall_s"],
     )
     return result
 
