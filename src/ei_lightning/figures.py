@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; sweeps run on machines without a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # One colour per circuit in every figure, in the order of docs/models.md.
 MODEL_ORDER = ["mlp", "lhb_dan", "combined_ei", "split_ep", "split_ep_lhb"]
-MODEL_COLORS = dict(zip(MODEL_ORDER, plt.get_cmap("tab10").colors, strict=False))
+MODEL_COLORS = dict(zip(MODEL_ORDER, matplotlib.colormaps["tab10"].colors, strict=False))
 FONT_SIZE = 13
 
 
@@ -24,7 +22,7 @@ def _models(frame: pd.DataFrame) -> list[str]:
 
 
 def _color(model: str, fallback: int) -> tuple:
-    return MODEL_COLORS.get(model, plt.get_cmap("tab10").colors[fallback % 10])
+    return MODEL_COLORS.get(model, matplotlib.colormaps["tab10"].colors[fallback % 10])
 
 
 def _panels(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -40,13 +38,15 @@ def _panels(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFram
     ]  # fmt: skip
 
 
-def _figure(n_panels: int) -> tuple[plt.Figure, np.ndarray]:
-    plt.rcParams.update({"font.size": FONT_SIZE})
-    fig, axes = plt.subplots(1, max(n_panels, 1), figsize=(5.5 * max(n_panels, 1), 4.5),
-                             squeeze=False, sharey=True)  # fmt: skip
+def _figure(n_panels: int) -> tuple[Figure, np.ndarray]:
+    # the object API, not pyplot: no GUI backend, and nothing global changes in a notebook
+    n = max(n_panels, 1)
+    fig = Figure(figsize=(5.5 * n, 4.5))
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)
     return fig, axes[0]
 
 
+@matplotlib.rc_context({"font.size": FONT_SIZE})
 def plot_accuracy(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
     """Mean test accuracy per circuit with SEM error bars, every seed as a dot."""
     panels = _panels(runs, keys)
@@ -66,11 +66,11 @@ def plot_accuracy(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
     _save(fig, path)
 
 
+@matplotlib.rc_context({"font.size": FONT_SIZE})
 def plot_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], path: Path) -> None:
     """Mean validation accuracy per epoch with a shaded SEM band, one line per circuit."""
-    ok = curves.merge(runs[["model", "data", "seed", *[k for k in keys if k not in
-                                                       ("model", "data")]]].drop_duplicates(),
-                      on=["model", "data", "seed"])  # fmt: skip
+    extra = [k for k in keys if k not in ("model", "data")]
+    ok = curves.merge(runs[["job", *extra]], on="job")  # jobs with a result only
     panels = _panels(ok, keys)
     fig, axes = _figure(len(panels))
     for ax, (title, part) in zip(axes, panels, strict=False):
@@ -81,12 +81,12 @@ def plot_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], path:
             ax.fill_between(mean.index, mean - sem, mean + sem, color=_color(model, i), alpha=0.2)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("validation accuracy (mean ± SEM)")
     axes[-1].legend(loc="lower right", fontsize=FONT_SIZE - 2)
     _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

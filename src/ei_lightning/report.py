@@ -28,8 +28,11 @@ RUN_COLUMNS = [
     "job", "model", "data", "seed", "status", "error", "test_acc", "test_loss", "best_val_acc",
     "val_auc", "epochs_to_95", "epochs", "steps", "wall_s", "n_params", "sign_violations",
 ]  # fmt: skip
-CURVE_COLUMNS = ["model", "data", "seed", "epoch", "step", "val_acc", "val_loss", "train_loss"]
-IDENTITY_KEYS = {"model", "data", "seed"}
+NUMERIC_COLUMNS = RUN_COLUMNS[6:]
+CURVE_COLUMNS = [
+    "model", "data", "seed", "epoch", "step", "val_acc", "val_loss", "train_loss", "job",
+]  # fmt: skip
+IDENTITY_KEYS = {"model", "data", "seed", "resume"}
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -52,12 +55,20 @@ def _identity_from_config(job_dir: Path) -> dict[str, Any]:
     return {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed}
 
 
+def read_metrics(job_dir: Path) -> pd.DataFrame:
+    """The job's CSV log, joined across attempts when the job was resumed."""
+    logs = job_dir / "logs"
+    parts = sorted(logs.glob("metrics-attempt*.csv"), key=lambda p: int(p.stem[15:]))
+    parts += [logs / "metrics.csv"] if (logs / "metrics.csv").is_file() else []
+    frames = [pd.read_csv(p) for p in parts if p.stat().st_size > 0]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def read_curve(job_dir: Path) -> pd.DataFrame:
     """Per-epoch validation accuracy and loss, with the epoch's mean training loss."""
-    path = job_dir / "logs" / "metrics.csv"
-    if not path.is_file():
+    metrics = read_metrics(job_dir)
+    if metrics.empty or "epoch" not in metrics:
         return pd.DataFrame(columns=["epoch", "step", "val_acc", "val_loss", "train_loss"])
-    metrics = pd.read_csv(path)
     val = metrics.dropna(subset=["val/acc"]) if "val/acc" in metrics else metrics.iloc[:0]
     curve = pd.DataFrame(
         {
@@ -90,10 +101,17 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         curve = read_curve(job_dir)
         row |= learning_speed(curve["epoch"].to_numpy(), curve["val_acc"].to_numpy())
         rows.append(row)
-        curves.append(curve.assign(model=row["model"], data=row["data"], seed=row["seed"]))
+        curves.append(curve.assign(job=job_dir.name, model=row["model"], data=row["data"],
+                                   seed=row["seed"]))  # fmt: skip
 
     runs = pd.DataFrame(rows)
+    for column in NUMERIC_COLUMNS:
+        runs[column] = pd.to_numeric(runs.get(column), errors="coerce")
     extra = sorted(c for c in runs.columns if c not in RUN_COLUMNS)
+    for column in extra:
+        numeric = pd.to_numeric(runs[column], errors="coerce")
+        if numeric.notna().sum() == runs[column].notna().sum():
+            runs[column] = numeric  # so 512 and 30 sort and group as numbers
     runs = runs.reindex(columns=RUN_COLUMNS + extra)
     curves_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return runs, curves_table.reindex(columns=CURVE_COLUMNS)
@@ -168,18 +186,23 @@ def _log_outcome(sweep_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame, key
 
 
 class SweepReport(Callback):
-    """Hydra callback: write the report when a multirun ends, and fail if any job failed."""
+    """Hydra callback: write the report when a multirun ends, and fail if any job failed.
+
+    Hydra turns exceptions raised here into warnings, so failure leaves by ``SystemExit``.
+    """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        write_report(sweep_dir)
-        runs = pd.read_csv(sweep_dir / "runs.csv")
-        if (runs["status"] != "ok").any():
-            log.error(
-                "%d of %d jobs did not finish; see runs.csv",
-                (runs["status"] != "ok").sum(),
-                len(runs),
-            )
+        try:
+            write_report(sweep_dir)
+        except Exception:
+            log.exception("The report of %s could not be written", sweep_dir)
+            sys.exit(1)
+
+        status = pd.read_csv(sweep_dir / "runs.csv")["status"]
+        if (status != "ok").any():
+            log.error("%d of %d jobs did not finish; see runs.csv", (status != "ok").sum(),
+                      len(status))  # fmt: skip
             sys.exit(1)
 
 

@@ -7,6 +7,7 @@ python -m ei_lightning.train -m 'model=glob(*)' 'data=glob(*)' 'seed=range(5)'
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -25,7 +26,7 @@ from ei_lightning.callbacks import EpochSummary, SignConstraint
 from ei_lightning.constraints import sign_census
 from ei_lightning.datamodule import FashionMNISTDataModule
 from ei_lightning.lightning_module import CircuitModule
-from ei_lightning.results import PERMUTATION_FILE, RESULT_FILE, write_json_atomic
+from ei_lightning.results import PERMUTATION_FILE, RESULT_FILE, read_result, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,50 @@ def show_progress_bar(progress: str) -> bool:
 
 
 def configure_threads(threads: int | None) -> None:
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(
-                f"threads={threads!r} must be at least 1 (or null for torch's default)"
-            )
-        torch.set_num_threads(threads)
+    """Set torch's CPU threads: as configured, or shared fairly among parallel local jobs.
+
+    Left to torch, every process of a parallel sweep would start one thread per core and the
+    processes together would oversubscribe the machine.
+    """
+    if threads is None:
+        threads = parallel_share()
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"threads={threads!r} must be at least 1 (or null for the default)")
+    torch.set_num_threads(threads)
+
+
+def parallel_share() -> int | None:
+    """Cores per job when the joblib launcher runs several jobs at once, else ``None``."""
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return None
+
+    cores = os.cpu_count() or 1
+    n_jobs = launcher.get("n_jobs", -1)
+    parallel = cores if n_jobs is None or n_jobs < 0 else min(n_jobs, cores)
+    return max(1, cores // max(parallel, 1))
+
+
+def resume_checkpoint(job_dir: Path) -> Path | None:
+    """The job's last checkpoint, when an earlier attempt of this job left one.
+
+    Lightning's CSV logger empties ``metrics.csv`` of an existing log directory, so the earlier
+    attempt's log is kept beside it first; the report reads both.
+    """
+    last = job_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+
+    metrics = job_dir / "logs" / "metrics.csv"
+    if metrics.is_file():
+        attempt = len(list(metrics.parent.glob("metrics-attempt*.csv"))) + 1
+        metrics.rename(metrics.with_name(f"metrics-attempt{attempt}.csv"))
+    log.info("Resuming from %s", last)
+    return last
 
 
 def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
@@ -93,7 +132,7 @@ def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
         write_json_atomic(job_dir / PERMUTATION_FILE, data.permutation.tolist())
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(job_dir))
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     wall = time.perf_counter() - start
 
@@ -105,6 +144,7 @@ def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "wall_s": wall,
+        "threads": torch.get_num_threads(),
         "n_params": sum(p.numel() for p in circuit.parameters()),
         "sign_violations": circuit.signs.count_violations(circuit),
         "sign_census": {"init": module.init_census, "final": sign_census(circuit)},
@@ -113,13 +153,34 @@ def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """What identifies a job in the sweep report."""
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    return {
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "seed": cfg.seed,
-        "overrides": overrides,
-    }
+    return {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+            "overrides": job_overrides()}  # fmt: skip
+
+
+def job_overrides() -> list[str]:
+    """The job's command-line overrides, less ``resume``, which does not change the result."""
+    if not HydraConfig.initialized():
+        return []
+    return [
+        o for o in HydraConfig.get().overrides.task if o.lstrip("+~").split("=")[0] != "resume"
+    ]
+
+
+def finished_result(job_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """A complete result of this very job from an earlier attempt, if there is one.
+
+    Raises:
+        ValueError: the directory holds a job with other overrides: resuming would mix runs.
+    """
+    previous = read_result(job_dir)
+    if previous is None:
+        return None
+    if previous.get("overrides") != overrides:
+        raise ValueError(
+            f"{job_dir} holds a job with overrides {previous.get('overrides')}, not {overrides}; "
+            "resume a sweep with the same command that started it"
+        )
+    return previous if previous.get("status") == "ok" else None
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -131,6 +192,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     result = identity(cfg)
     try:
+        previous = finished_result(job_dir, result["overrides"])
+        if previous is not None:
+            log.info("%s already holds a complete result; not training again", job_dir)
+            return previous
         result |= {"status": "ok", "error": None, **train(cfg, job_dir)}
     except Exception as err:
         log.error("%s", "".join(traceback.format_exception_only(err)).strip())
