@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ei_lightning import fashion_mnist
-from ei_lightning.fashion_mnist import FILES, DataSourceError, load_fashion_mnist
+from ei_lightning.errors import DataSourceError
+from ei_lightning.fashion_mnist import FILES, load_fashion_mnist
 
 SHAPES = {
     "train_images": (60_000, 28, 28),

@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.hooks import RemovableHandle
 
+from ei_lightning.circuits import Circuit
+
 log = logging.getLogger(__name__)
+
+
+def project_after_step(
+    optimizer: torch.optim.Optimizer, circuit: Circuit, then: Callable[[], None] | None = None
+) -> RemovableHandle:
+    """Hook the circuit's sign projection onto every ``optimizer.step()``."""
+
+    def project(*_: Any) -> None:
+        circuit.signs.project_(circuit)
+        if then is not None:
+            then()
+
+    return optimizer.register_step_post_hook(project)
 
 
 class SignConstraint(L.Callback):
@@ -26,13 +43,13 @@ class SignConstraint(L.Callback):
         self.projections = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        circuit = pl_module.circuit
+        self.handles = [
+            project_after_step(optimizer, pl_module.circuit, self._count)
+            for optimizer in trainer.optimizers
+        ]
 
-        def project(*_: Any) -> None:
-            circuit.signs.project_(circuit)
-            self.projections += 1
-
-        self.handles = [opt.register_step_post_hook(project) for opt in trainer.optimizers]
+    def _count(self) -> None:
+        self.projections += 1
 
     def _remove(self) -> None:
         for handle in self.handles:

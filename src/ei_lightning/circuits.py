@@ -20,6 +20,7 @@ from ei_lightning.constraints import (
     excitatory_,
     inhibitory_,
 )
+from ei_lightning.errors import ConfigError
 
 N_INPUTS = 784  # 28 x 28 Fashion-MNIST pixels, flattened
 N_CLASSES = 10
@@ -171,24 +172,28 @@ def split_width(h1: int, e_fraction: float) -> tuple[int, int]:
     return n_e, h1 - n_e
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_model_args(
     name: str, h1: int, h2: int, dropout: float, scope: str, e_fraction: float
 ) -> None:
     """Reject settings that would build a meaningless circuit, naming the accepted values."""
     if name not in CIRCUITS:
-        raise ValueError(f"model={name!r} is not a circuit; choose one of {sorted(CIRCUITS)}")
+        raise ConfigError(f"model={name!r} is not a circuit; choose one of {sorted(CIRCUITS)}")
     for key, width in (("h1", h1), ("h2", h2)):
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"model.{key}={width!r} must be a positive integer width")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.dropout={dropout!r} must lie in [0, 1)")
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ConfigError(f"model.{key}={width!r} must be a positive integer width")
+    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout={dropout!r} must lie in [0, 1)")
     if scope not in SCOPES:
-        raise ValueError(f"model.scope={scope!r} is not a constraint scope; use one of {SCOPES}")
-    if not 0.0 < e_fraction < 1.0:
-        raise ValueError(f"model.e_fraction={e_fraction!r} must lie strictly between 0 and 1")
+        raise ConfigError(f"model.scope={scope!r} is not a constraint scope; use one of {SCOPES}")
+    if not _is_number(e_fraction) or not 0.0 < e_fraction < 1.0:
+        raise ConfigError(f"model.e_fraction={e_fraction!r} must lie strictly between 0 and 1")
     n_e, n_i = split_width(h1, e_fraction)
     if name == "split_ep_lhb" and min(n_e, n_i) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"model.e_fraction={e_fraction!r} with model.h1={h1} leaves an empty EP population "
             f"({n_e} excitatory, {n_i} inhibitory); each needs at least one unit"
         )

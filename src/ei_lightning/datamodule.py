@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import torch
 
+from ei_lightning.errors import ConfigError
 from ei_lightning.fashion_mnist import IMAGE_SIDE, load_fashion_mnist
 
 log = logging.getLogger(__name__)
@@ -171,9 +172,9 @@ def check_data_args(
 ) -> None:
     """Reject data settings that cannot work, naming the accepted values."""
     if shuffle not in SHUFFLES:
-        raise ValueError(f"data.shuffle={shuffle!r} is not supported; use one of {SHUFFLES}")
+        raise ConfigError(f"data.shuffle={shuffle!r} is not supported; use one of {SHUFFLES}")
     for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"data.{key}={value!r} must be an integer of at least 1")
+            raise ConfigError(f"data.{key}={value!r} must be an integer of at least 1")
     if not isinstance(val_size, int) or not 0 < val_size < N_TRAIN_FULL:
-        raise ValueError(f"data.val_size={val_size!r} must be between 1 and {N_TRAIN_FULL - 1}")
+        raise ConfigError(f"data.val_size={val_size!r} must be between 1 and {N_TRAIN_FULL - 1}")

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ei_lightning.errors import DataSourceError
+
 log = logging.getLogger(__name__)
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -38,10 +40,6 @@ HOW_TO_GET = (
     "or let torchvision download it (needs internet access) into ~/.cache/ei-lightning. "
     "Files you already have can be named with data.root=DIR."
 )
-
-
-class DataSourceError(RuntimeError):
-    """The data could not be found or failed verification; the message says how to fix it."""
 
 
 def _candidates(directory: Path, filename: str) -> list[Path]:

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ei_lightning.circuits import N_CLASSES, build_circuit
 from ei_lightning.constraints import sign_census
+from ei_lightning.errors import ConfigError
 
 SCHEDULERS = ("cosine", "none")
 
@@ -39,8 +40,9 @@ class CircuitModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(N_CLASSES, average="micro")
         self.val_acc = MulticlassAccuracy(N_CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(N_CLASSES, average="micro")
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        # a NaN loss must show as NaN, not be dropped from the mean with a warning
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.test_loss = MeanMetric(nan_strategy="disable")
         # persistent, so a run resumed from a checkpoint still knows its best epoch
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)
@@ -113,11 +115,11 @@ def check_optim_args(
     lr: float, betas: tuple[float, float], weight_decay: float, scheduler: str
 ) -> None:
     """Reject optimizer settings that cannot train, naming the accepted values."""
-    if not lr > 0:
-        raise ValueError(f"optim.lr={lr!r} must be a positive learning rate")
-    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"optim.betas={list(betas)!r} must be two numbers in [0, 1)")
-    if weight_decay < 0:
-        raise ValueError(f"optim.weight_decay={weight_decay!r} must be >= 0")
+    if not isinstance(lr, int | float) or not lr > 0:
+        raise ConfigError(f"optim.lr={lr!r} must be a positive learning rate")
+    if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.betas={list(betas)!r} must be two numbers in [0, 1)")
+    if not isinstance(weight_decay, int | float) or weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay={weight_decay!r} must be >= 0")
     if scheduler not in SCHEDULERS:
-        raise ValueError(f"optim.scheduler={scheduler!r} is not known; use one of {SCHEDULERS}")
+        raise ConfigError(f"optim.scheduler={scheduler!r} is not known; use one of {SCHEDULERS}")

@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from ei_lightning.callbacks import EpochSummary, SignConstraint
 from ei_lightning.constraints import sign_census
 from ei_lightning.datamodule import FashionMNISTDataModule
-from ei_lightning.lightning_module import CircuitModule
+from ei_lightning.errors import ConfigError
+from ei_lightning.lightning_module import CircuitModule, DivergedError
 from ei_lightning.results import PERMUTATION_FILE, RESULT_FILE, read_result, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,9 @@ def build_trainer(cfg: DictConfig, job_dir: Path) -> L.Trainer:
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in MANAGED_TRAINER_KEYS:
         if key in options:
-            raise ValueError(f"trainer.{key} is set by ei_lightning itself; remove the override")
+            raise ConfigError(f"trainer.{key} is set by ei_lightning itself; remove the override")
     if not isinstance(options.get("max_epochs"), int) or options["max_epochs"] < 1:
-        raise ValueError(f"trainer.max_epochs={options.get('max_epochs')!r} must be at least 1")
+        raise ConfigError(f"trainer.max_epochs={options.get('max_epochs')!r} must be at least 1")
 
     bar = show_progress_bar(cfg.progress)
     callbacks: list[L.Callback] = [
@@ -67,7 +68,7 @@ def show_progress_bar(progress: str) -> bool:
     """Lightning's bar on a terminal; one line per epoch when output goes to a file."""
     choices = ("auto", "bar", "epoch")
     if progress not in choices:
-        raise ValueError(f"progress={progress!r} is not known; use one of {choices}")
+        raise ConfigError(f"progress={progress!r} is not known; use one of {choices}")
     return progress == "bar" or (progress == "auto" and sys.stderr.isatty())
 
 
@@ -82,7 +83,7 @@ def configure_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
-        raise ValueError(f"threads={threads!r} must be at least 1 (or null for the default)")
+        raise ConfigError(f"threads={threads!r} must be at least 1 (or null for the default)")
     torch.set_num_threads(threads)
 
 
@@ -109,6 +110,12 @@ def resume_checkpoint(job_dir: Path) -> Path | None:
     last = job_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as err:  # a process killed while writing leaves a truncated file
+        log.warning("%s is unreadable (%s); training this job from the start", last, err)
+        last.rename(last.with_suffix(".ckpt.broken"))
+        return None
 
     metrics = job_dir / "logs" / "metrics.csv"
     if metrics.is_file():
@@ -127,6 +134,7 @@ def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
         model=OmegaConf.to_container(cfg.model, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
     )
+    data.setup("fit")  # a data problem surfaces here, before any Trainer is built
     trainer = build_trainer(cfg, job_dir)
     if data.permutation is not None:
         write_json_atomic(job_dir / PERMUTATION_FILE, data.permutation.tolist())
@@ -151,12 +159,6 @@ def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
     }
 
 
-def identity(cfg: DictConfig) -> dict[str, Any]:
-    """What identifies a job in the sweep report."""
-    return {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
-            "overrides": job_overrides()}  # fmt: skip
-
-
 def job_overrides() -> list[str]:
     """The job's command-line overrides, less ``resume``, which does not change the result."""
     if not HydraConfig.initialized():
@@ -170,58 +172,60 @@ def finished_result(job_dir: Path, overrides: list[str]) -> dict[str, Any] | Non
     """A complete result of this very job from an earlier attempt, if there is one.
 
     Raises:
-        ValueError: the directory holds a job with other overrides: resuming would mix runs.
+        ConfigError: the directory holds a job with other overrides: resuming would mix runs.
     """
     previous = read_result(job_dir)
     if previous is None:
         return None
     if previous.get("overrides") != overrides:
-        raise ValueError(
+        raise ConfigError(
             f"{job_dir} holds a job with overrides {previous.get('overrides')}, not {overrides}; "
             "resume a sweep with the same command that started it"
         )
     return previous if previous.get("status") == "ok" else None
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any]:
+STATUS_OF_ERROR = ((ConfigError, "invalid"), (DivergedError, "diverged"), (Exception, "failed"))
+
+
+def run_job(cfg: DictConfig, job_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """Train and record the outcome, successful or not, in the job's result file.
 
-    A failure is recorded rather than raised inside a sweep, so the other jobs go on and the
-    sweep report still runs (Hydra skips its end-of-sweep callbacks once a job has raised).
+    A failure is recorded rather than raised, so the other jobs of a sweep go on and the sweep
+    report still runs (Hydra skips its end-of-sweep callbacks once a job has raised).
     """
-    job_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = identity(cfg)
+    result = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+              "overrides": overrides}  # fmt: skip
     try:
-        previous = finished_result(job_dir, result["overrides"])
+        previous = finished_result(job_dir, overrides)
         if previous is not None:
             log.info("%s already holds a complete result; not training again", job_dir)
             return previous
         result |= {"status": "ok", "error": None, **train(cfg, job_dir)}
     except Exception as err:
-        log.error("%s", "".join(traceback.format_exception_only(err)).strip())
-        log.debug("traceback", exc_info=True)
-        result |= {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        status = next(name for kind, name in STATUS_OF_ERROR if isinstance(err, kind))
+        result |= {"status": status, "error": f"{type(err).__name__}: {err}"}
         write_json_atomic(job_dir / RESULT_FILE, result)
-        if HydraConfig.get().mode != hydra.types.RunMode.MULTIRUN:
-            raise
+        if status == "invalid":
+            log.error("%s", err)  # the message says what to change; a traceback would bury it
+        else:
+            log.exception("%s", result["error"])
         return result
 
     write_json_atomic(job_dir / RESULT_FILE, result)
     log.info(
         "%s on %s, seed %s: test accuracy %.4f (best validation %.4f), %.0f s",
-        result["model"],
-        result["data"],
-        result["seed"],
-        result["test_acc"],
-        result["best_val_acc"],
-        result["wall_s"],
+        *(result[k] for k in ("model", "data", "seed", "test_acc", "best_val_acc", "wall_s")),
     )
     return result
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    result = run_job(cfg)
+    hydra_cfg = HydraConfig.get()
+    result = run_job(cfg, Path(hydra_cfg.runtime.output_dir), job_overrides())
+    if result["status"] != "ok" and hydra_cfg.mode == RunMode.RUN:
+        sys.exit(2 if result["status"] == "invalid" else 1)
     return result.get("test_acc")
 
 
