@@ -26,8 +26,9 @@ class CircuitModule(L.LightningModule):
 
     Args:
         model: keyword arguments of :func:`~ei_lightning.circuits.build_circuit`.
-        optim: ``lr``, ``betas``, ``weight_decay`` and ``scheduler`` (``cosine`` anneals the
-            learning rate to zero over ``trainer.max_epochs``, as the lab's script did).
+        optim: ``lr``, ``betas``, ``weight_decay``, ``scheduler`` (``cosine`` anneals the
+            learning rate to zero over ``trainer.max_epochs``, as the lab's script did) and
+            ``fused`` (Adam's fused implementation; same update, fewer kernel launches).
     """
 
     def __init__(self, model: dict[str, Any], optim: dict[str, Any]) -> None:
@@ -41,6 +42,7 @@ class CircuitModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(N_CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(N_CLASSES, average="micro")
         # a NaN loss must show as NaN, not be dropped from the mean with a warning
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
         # persistent, so a run resumed from a checkpoint still knows its best epoch
@@ -58,10 +60,17 @@ class CircuitModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         loss, logits, labels = self._step(batch)
         self._check_finite(loss)
-        self.train_acc(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        # update only: the metric's full call computes a per-step value nobody reads
+        self.train_acc.update(logits, labels)
+        self.train_loss.update(loss.detach())
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss.compute())
+        self.log("train/acc", self.train_acc.compute())
+        self.train_loss.reset()
+        self.train_acc.reset()
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         # Reading the loss forces a device sync, so look only at the logging cadence: a diverged
@@ -102,6 +111,8 @@ class CircuitModule(L.LightningModule):
             lr=optim["lr"],
             betas=tuple(optim["betas"]),
             weight_decay=optim["weight_decay"],
+            # one fused kernel for all parameters: on CPU it halves the optimizer's step time
+            fused=optim.get("fused", True),
         )
         if optim["scheduler"] == "none":
             return optimizer
@@ -112,7 +123,7 @@ class CircuitModule(L.LightningModule):
 
 
 def check_optim_args(
-    lr: float, betas: tuple[float, float], weight_decay: float, scheduler: str
+    lr: float, betas: tuple[float, float], weight_decay: float, scheduler: str, fused: bool = True
 ) -> None:
     """Reject optimizer settings that cannot train, naming the accepted values."""
     if not isinstance(lr, int | float) or not lr > 0:
@@ -121,5 +132,7 @@ def check_optim_args(
         raise ConfigError(f"optim.betas={list(betas)!r} must be two numbers in [0, 1)")
     if not isinstance(weight_decay, int | float) or weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={weight_decay!r} must be >= 0")
+    if not isinstance(fused, bool):
+        raise ConfigError(f"optim.fused={fused!r} must be true or false")
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"optim.scheduler={scheduler!r} is not known; use one of {SCHEDULERS}")
