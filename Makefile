@@ -4,12 +4,13 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SWEEP := -m 'model=glob(*)' 'data=glob(*)' 'seed=range(5)'
+SHUFFLE ?= labels
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test test-full lint format train sweep report bench
+.PHONY: help setup data test test-full lint format train sweep task-switch report bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed data ## Create .venv, install the package with its dev tools, fetch the data
 
@@ -49,6 +50,10 @@ train: setup ## One run; pass overrides as ARGS="model=split_ep data=shuffled"
 
 sweep: setup ## The main job: 5 circuits x 2 tasks x 5 seeds; extra overrides in ARGS
 	$(PYTHON) -m ei_lightning.train $(SWEEP) $(ARGS)
+
+task-switch: setup ## The two-part experiment: fmnist, then the shuffled task (SHUFFLE=labels|pixels)
+	$(PYTHON) -m ei_lightning.train -m 'model=glob(*)' 'seed=range(5)' protocol=task_switch \
+		data=shuffled data.shuffle=$(SHUFFLE) $(ARGS)
 
 report: setup ## Rebuild a sweep's report: make report DIR=multirun/<date>/<time>
 	@test -n "$(DIR)" || { echo "usage: make report DIR=multirun/<date>/<time>"; exit 2; }

@@ -91,7 +91,9 @@ def test_incomplete_directory_lists_the_missing_files(tmp_path: Path) -> None:
 def test_gzipped_copy_in_a_flat_root_is_accepted(tmp_path: Path) -> None:
     for name, _ in FILES.values():
         source = fashion_mnist.DEBIAN_DIR / f"{name}.gz"
-        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(gzip.decompress(source.read_bytes())))
+        (tmp_path / f"{name}.gz").write_bytes(
+            gzip.compress(gzip.decompress(source.read_bytes()), compresslevel=1)
+        )
 
     arrays = load_fashion_mnist(str(tmp_path))
 

@@ -32,7 +32,7 @@ def test_failed_job_is_recorded_and_the_sweep_fails_after_the_others(tmp_path: P
 
     runs = pd.read_csv(directory / "runs.csv").set_index("override.model.h1")
     assert done.returncode != 0
-    assert runs.loc[0, "status"] == "failed"
+    assert runs.loc[0, "status"] == "invalid"
     assert "model.h1=0" in runs.loc[0, "error"]
     assert runs.loc[16, "status"] == "ok"
     assert (directory / "summary.csv").is_file()

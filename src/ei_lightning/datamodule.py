@@ -1,4 +1,4 @@
-"""Fashion-MNIST and its pixel-shuffled twin, held as tensors on the training device.
+"""Fashion-MNIST and its shuffled twins, held as tensors on the training device.
 
 The whole dataset is 47 MB of bytes, so it lives on the device as one tensor and batches are cut
 by index: no per-sample Dataset, no worker processes, no per-step host-to-device copy.
@@ -19,12 +19,26 @@ log = logging.getLogger(__name__)
 
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
 N_TRAIN_FULL = 60_000
-SHUFFLES = (None, "pixels")
+N_CLASSES = 10
+SHUFFLES = (None, "pixels", "labels")
 
 
 def pixel_permutation(seed: int) -> torch.Tensor:
     """The fixed pixel order of the shuffled task; a function of ``seed`` alone."""
     return torch.randperm(N_PIXELS, generator=torch.Generator().manual_seed(seed))
+
+
+def label_derangement(seed: int) -> torch.Tensor:
+    """A fixed relabelling of the 10 classes that leaves no class on its own label.
+
+    Drawn from ``seed`` alone: candidates are drawn in turn from one generator until one has no
+    fixed point, so the result is the same for every model and run seed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        candidate = torch.randperm(N_CLASSES, generator=generator)
+        if not (candidate == torch.arange(N_CLASSES)).any():
+            return candidate
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -84,19 +98,21 @@ class TensorBatches:
 
 
 class FashionMNISTDataModule(L.LightningDataModule):
-    """Train/validation/test splits of Fashion-MNIST, optionally with a fixed pixel permutation.
+    """Train/validation/test splits of Fashion-MNIST, optionally with a fixed shuffle.
 
     Args:
         name: label of the task in results (``fmnist``, ``shuffled``).
-        shuffle: ``None`` for the original images, ``"pixels"`` for one fixed permutation of the
-            784 pixels, identical in every split, drawn from ``permutation_seed``.
+        shuffle: ``None`` for the original task; ``"pixels"`` for one fixed permutation of the
+            784 pixels, identical in every split; ``"labels"`` for one fixed relabelling of the
+            classes with no class left in place (the images stay). Both are drawn from
+            ``permutation_seed``.
         root: directory with the idx files; ``None`` searches the default places.
         batch_size: training batch size.
         eval_batch_size: batch size for validation and test, which do not depend on it.
         val_size: images held out of the 60k training set for validation.
         split_seed: seed of the train/validation split, independent of the run's seed so every
             run validates on the same images.
-        permutation_seed: seed of the pixel permutation, shared by every model and run seed.
+        permutation_seed: seed of the shuffle, shared by every model and run seed.
         seed: seed of the training batch order.
     """
 
@@ -124,6 +140,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.permutation_seed = permutation_seed
         self.seed = seed
         self.permutation = pixel_permutation(permutation_seed) if shuffle == "pixels" else None
+        self.relabel = label_derangement(permutation_seed) if shuffle == "labels" else None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.split_index: dict[str, torch.Tensor] = {}
 
@@ -136,17 +153,21 @@ class FashionMNISTDataModule(L.LightningDataModule):
         )
         self.split_index = {"val": order[: self.val_size], "train": order[self.val_size :]}
         train_index, val_index = self.split_index["train"], self.split_index["val"]
-        train_images, train_labels = raw["train_images"], raw["train_labels"].long()
+        train_images, train_labels = raw["train_images"], self._labels(raw["train_labels"])
         self.splits = {
-            "train": (self._prepare(train_images[train_index]), train_labels[train_index]),
-            "val": (self._prepare(train_images[val_index]), train_labels[val_index]),
-            "test": (self._prepare(raw["test_images"]), raw["test_labels"].long()),
+            "train": (self._images(train_images[train_index]), train_labels[train_index]),
+            "val": (self._images(train_images[val_index]), train_labels[val_index]),
+            "test": (self._images(raw["test_images"]), self._labels(raw["test_labels"])),
         }
 
-    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
         # (n, 28, 28) -> (n, 784), permuted once here so no training step pays for it
         flat = images.reshape(len(images), N_PIXELS)
         return flat[:, self.permutation] if self.permutation is not None else flat.contiguous()
+
+    def _labels(self, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.long()
+        return self.relabel[labels] if self.relabel is not None else labels
 
     def _on_device(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.splits[split]

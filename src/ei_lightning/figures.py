@@ -90,3 +90,72 @@ def plot_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], path:
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+@matplotlib.rc_context({"font.size": FONT_SIZE})
+def plot_task_switch(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
+    """Per circuit, test accuracy on the original task (end of phase 1) beside the shuffled task
+    (end of phase 2), as box plots with every seed as a dot."""
+    panels = _panels(runs, keys)
+    fig, axes = _figure(len(panels))
+    rng = np.random.default_rng(0)  # jitter of the dots only
+    for ax, (title, part) in zip(axes, panels, strict=False):
+        models = _models(part)
+        for i, model in enumerate(models):
+            rows = part[part["model"] == model]
+            for offset, column, hatch in ((-0.2, "task1_acc_phase1", ""), (0.2, "test_acc", "//")):
+                values = rows[column].to_numpy(dtype=float)
+                box = ax.boxplot(values, positions=[i + offset], widths=0.35, patch_artist=True)
+                box["boxes"][0].set(facecolor=_color(model, i), alpha=0.6, hatch=hatch)
+                jitter = rng.uniform(-0.06, 0.06, len(values))
+                ax.scatter(i + offset + jitter, values, color="black", s=12, zorder=3)
+        ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+        ax.set_title(f"{title}: original (plain) vs shuffled (hatched)")
+    axes[0].set_ylabel("test accuracy")
+    _save(fig, path)
+
+
+@matplotlib.rc_context({"font.size": FONT_SIZE})
+def plot_relearning(
+    relearning: pd.DataFrame, runs: pd.DataFrame, keys: list[str], path: Path
+) -> None:
+    """Mean validation accuracy after the switch on the new task (solid) and the old (dashed)."""
+    extra = [k for k in keys if k not in ("model", "data")]
+    ok = relearning.merge(runs[["job", *extra]], on="job")
+    panels = _panels(ok, keys)
+    fig, axes = _figure(len(panels))
+    for ax, (title, part) in zip(axes, panels, strict=False):
+        for i, model in enumerate(_models(part)):
+            rows = part[part["model"] == model]
+            for column, style in (("task2_val_acc", "-"), ("task1_val_acc", "--")):
+                by_step = rows.groupby("step_after_switch")[column]
+                mean, sem = by_step.mean(), by_step.sem().fillna(0.0)
+                label = model if style == "-" else None
+                ax.plot(mean.index, mean, style, color=_color(model, i), label=label, lw=2)
+                ax.fill_between(mean.index, mean - sem, mean + sem, color=_color(model, i),
+                                alpha=0.15)  # fmt: skip
+        ax.set_title(f"{title}: new task (solid), old task (dashed)")
+        ax.set_xlabel("optimizer steps after the switch")
+    axes[0].set_ylabel("validation accuracy (mean ± SEM)")
+    axes[-1].legend(loc="center right", fontsize=FONT_SIZE - 2)
+    _save(fig, path)
+
+
+@matplotlib.rc_context({"font.size": FONT_SIZE})
+def plot_forgetting(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
+    """Drop in original-task accuracy over phase 2, per circuit, mean ± SEM and every seed."""
+    panels = _panels(runs, keys)
+    fig, axes = _figure(len(panels))
+    rng = np.random.default_rng(0)
+    for ax, (title, part) in zip(axes, panels, strict=False):
+        models = _models(part)
+        for i, model in enumerate(models):
+            drop = part.loc[part["model"] == model, "forgetting"].to_numpy(dtype=float)
+            sem = drop.std(ddof=1) / np.sqrt(len(drop)) if len(drop) > 1 else 0.0
+            ax.bar(i, drop.mean(), yerr=sem, capsize=5, color=_color(model, i), alpha=0.75)
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(drop)), drop, color="black", s=14,
+                       zorder=3)  # fmt: skip
+        ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+        ax.set_title(title)
+    axes[0].set_ylabel("forgetting: original-task accuracy lost")
+    _save(fig, path)

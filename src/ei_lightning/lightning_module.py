@@ -29,9 +29,12 @@ class CircuitModule(L.LightningModule):
         optim: ``lr``, ``betas``, ``weight_decay``, ``scheduler`` (``cosine`` anneals the
             learning rate to zero over ``trainer.max_epochs``, as the lab's script did) and
             ``fused`` (Adam's fused implementation; same update, fewer kernel launches).
+        schedule_epochs: epochs of one cosine half-period; ``None`` for the whole run.
     """
 
-    def __init__(self, model: dict[str, Any], optim: dict[str, Any]) -> None:
+    def __init__(
+        self, model: dict[str, Any], optim: dict[str, Any], schedule_epochs: int | None = None
+    ) -> None:
         super().__init__()
         check_optim_args(**optim)
         self.save_hyperparameters()
@@ -42,7 +45,6 @@ class CircuitModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(N_CLASSES, average="micro")
         self.test_acc = MulticlassAccuracy(N_CLASSES, average="micro")
         # a NaN loss must show as NaN, not be dropped from the mean with a warning
-        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
         # persistent, so a run resumed from a checkpoint still knows its best epoch
@@ -62,14 +64,11 @@ class CircuitModule(L.LightningModule):
         self._check_finite(loss)
         # update only: the metric's full call computes a per-step value nobody reads
         self.train_acc.update(logits, labels)
-        self.train_loss.update(loss.detach())
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss_epoch", self.train_loss.compute())
         self.log("train/acc", self.train_acc.compute())
-        self.train_loss.reset()
         self.train_acc.reset()
 
     def _check_finite(self, loss: torch.Tensor) -> None:
@@ -116,9 +115,8 @@ class CircuitModule(L.LightningModule):
         )
         if optim["scheduler"] == "none":
             return optimizer
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=self.trainer.max_epochs
-        )
+        epochs = self.hparams.get("schedule_epochs") or self.trainer.max_epochs
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 

@@ -21,12 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from ei_lightning.results import read_result
 from ei_lightning.statistics import learning_speed, paired_against, summarise
+from ei_lightning.task_switch import RELEARNING_FILE
 
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = [
     "job", "model", "data", "seed", "status", "error", "test_acc", "test_loss", "best_val_acc",
     "val_auc", "epochs_to_95", "epochs", "steps", "wall_s", "n_params", "sign_violations",
+]  # fmt: skip
+SWITCH_METRICS = [
+    "task1_acc_phase1", "task1_acc_phase2", "forgetting", "steps_to_90", "steps_to_95",
+    "phase2_auc",
 ]  # fmt: skip
 NUMERIC_COLUMNS = RUN_COLUMNS[6:]
 CURVE_COLUMNS = [
@@ -36,11 +41,15 @@ IDENTITY_KEYS = {"model", "data", "seed", "resume"}
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Every job directory of a sweep: those holding the config Hydra saved for the job."""
-    return sorted(
-        (p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml")),
-        key=lambda p: (len(p.name), p.name),
-    )
+    """Every job directory of a sweep, in job order: those holding the config Hydra saved."""
+    found = [p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml")]
+    return sorted(found, key=_job_number)
+
+
+def _job_number(job_dir: Path) -> tuple[int, str]:
+    # job directories end in Hydra's job number (conf/train.yaml: hydra.sweep.subdir)
+    tail = job_dir.name.rsplit("_", 1)[-1]
+    return (int(tail) if tail.isdigit() else -1, job_dir.name)
 
 
 def job_overrides(job_dir: Path) -> dict[str, str]:
@@ -86,9 +95,9 @@ def read_curve(job_dir: Path) -> pd.DataFrame:
     return curve.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per job (missing jobs included) and the long table of validation curves."""
-    rows, curves = [], []
+def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One row per job (missing jobs included), validation curves and relearning curves."""
+    rows, curves, relearning = [], [], []
     for job_dir in job_dirs(sweep_dir):
         result = read_result(job_dir)
         if result is None:
@@ -101,8 +110,11 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         curve = read_curve(job_dir)
         row |= learning_speed(curve["epoch"].to_numpy(), curve["val_acc"].to_numpy())
         rows.append(row)
-        curves.append(curve.assign(job=job_dir.name, model=row["model"], data=row["data"],
-                                   seed=row["seed"]))  # fmt: skip
+        identity = {"job": job_dir.name, "model": row["model"], "data": row["data"],
+                    "seed": row["seed"]}  # fmt: skip
+        curves.append(curve.assign(**identity))
+        if (job_dir / RELEARNING_FILE).is_file():
+            relearning.append(pd.read_csv(job_dir / RELEARNING_FILE).assign(**identity))
 
     runs = pd.DataFrame(rows)
     for column in NUMERIC_COLUMNS:
@@ -114,7 +126,8 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             runs[column] = numeric  # so 512 and 30 sort and group as numbers
     runs = runs.reindex(columns=RUN_COLUMNS + extra)
     curves_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    return runs, curves_table.reindex(columns=CURVE_COLUMNS)
+    relearning_table = pd.concat(relearning, ignore_index=True) if relearning else pd.DataFrame()
+    return runs, curves_table.reindex(columns=CURVE_COLUMNS), relearning_table
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
@@ -132,14 +145,19 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     from ei_lightning.figures import plot_accuracy, plot_curves
 
     sweep_dir = Path(sweep_dir)
-    runs, curves = collect(sweep_dir)
+    runs, curves, relearning = collect(sweep_dir)
     if runs.empty:
         raise FileNotFoundError(f"{sweep_dir} holds no job directories (no */.hydra/config.yaml)")
 
     keys = group_keys(runs)
     ok = runs[runs["status"] == "ok"]
-    summary = summarise(ok, keys, ["test_acc", "best_val_acc", "val_auc", "epochs_to_95"])
+    switched = "forgetting" in ok and ok["forgetting"].notna().any()
+    metrics = ["test_acc", "best_val_acc", "val_auc", "epochs_to_95"]
+    summary = summarise(ok, keys, metrics + (SWITCH_METRICS if switched else []))
     summary = summary.merge(paired_against(ok, keys, "test_acc", "mlp"), on=keys, how="left")
+    if switched:
+        summary = summary.merge(_paired_forgetting(ok, keys), on=keys, how="left")
+        write_switch_report(sweep_dir, ok, relearning, keys)
     _count_missing(summary, runs, keys)
 
     runs.to_csv(sweep_dir / "runs.csv", index=False)
@@ -151,6 +169,23 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
 
     _log_outcome(sweep_dir, runs, summary, keys)
     return summary
+
+
+def _paired_forgetting(ok: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    paired = paired_against(ok, keys, "forgetting", "mlp")
+    return paired.rename(columns={c: f"forgetting_{c}" for c in paired if c not in keys})
+
+
+def write_switch_report(
+    sweep_dir: Path, ok: pd.DataFrame, relearning: pd.DataFrame, keys: list[str]
+) -> None:
+    """The task-switch tables and figures: relearning curves, accuracies, forgetting."""
+    from ei_lightning.figures import plot_forgetting, plot_relearning, plot_task_switch
+
+    relearning.to_csv(sweep_dir / RELEARNING_FILE, index=False)
+    plot_task_switch(ok, keys, sweep_dir / "task_switch_accuracy.png")
+    plot_relearning(relearning, ok, keys, sweep_dir / "relearning_curves.png")
+    plot_forgetting(ok, keys, sweep_dir / "forgetting.png")
 
 
 def _count_missing(summary: pd.DataFrame, runs: pd.DataFrame, keys: list[str]) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
-PERMUTATION_FILE = "pixel_permutation.json"
+PIXEL_PERMUTATION_FILE = "pixel_permutation.json"
+LABEL_PERMUTATION_FILE = "label_permutation.json"
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

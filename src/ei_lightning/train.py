@@ -10,11 +10,14 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -27,18 +30,68 @@ from ei_lightning.constraints import sign_census
 from ei_lightning.datamodule import FashionMNISTDataModule
 from ei_lightning.errors import ConfigError
 from ei_lightning.lightning_module import CircuitModule, DivergedError
-from ei_lightning.results import PERMUTATION_FILE, RESULT_FILE, read_result, write_json_atomic
+from ei_lightning.results import (
+    LABEL_PERMUTATION_FILE,
+    PIXEL_PERMUTATION_FILE,
+    RESULT_FILE,
+    read_result,
+    write_json_atomic,
+)
+from ei_lightning.task_switch import RELEARNING_FILE, TaskSwitch, TaskSwitchDataModule
 
 log = logging.getLogger(__name__)
 
 # The configs live beside the package in a checkout (``conf/``), where users edit them.
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
+PROTOCOLS = ("single", "task_switch")
+
 # Trainer arguments that the job sets itself from other config values.
 MANAGED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar")
 
 
-def build_trainer(cfg: DictConfig, job_dir: Path) -> L.Trainer:
+@dataclass
+class Protocol:
+    """What the protocol changes about a run: its data, extra callbacks, epochs and schedule."""
+
+    data: L.LightningDataModule
+    shuffled: FashionMNISTDataModule
+    callbacks: list[L.Callback] = field(default_factory=list)
+    trainer_options: dict[str, Any] = field(default_factory=dict)
+    schedule_epochs: int | None = None
+    switch: TaskSwitch | None = None
+
+
+def build_protocol(cfg: DictConfig) -> Protocol:
+    """``single``: one task for the whole run; ``task_switch``: the original task, then data's."""
+    kwargs = {**OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
+    task = FashionMNISTDataModule(**kwargs)
+    protocol = OmegaConf.to_container(cfg.protocol, resolve=True)
+    check_protocol_args(**protocol)
+    if protocol["name"] == "single":
+        return Protocol(data=task, shuffled=task)
+
+    phase1, phase2 = protocol["phase1_epochs"], protocol["phase2_epochs"]
+    original = FashionMNISTDataModule(**{**kwargs, "name": "fmnist", "shuffle": None})
+    data = TaskSwitchDataModule(original, task, phase1)
+    switch = TaskSwitch(data, protocol["reset_optimizer"], phase2, protocol["eval_every_n_steps"])
+    options = {"max_epochs": phase1 + phase2, "reload_dataloaders_every_n_epochs": 1}
+    return Protocol(data, task, [switch], options, schedule_epochs=phase1, switch=switch)
+
+
+def check_protocol_args(name: str, **knobs: Any) -> None:
+    """Reject protocol settings that cannot run, naming the accepted values."""
+    if name not in PROTOCOLS:
+        raise ConfigError(f"protocol={name!r} is not known; use one of {PROTOCOLS}")
+    for key in ("phase1_epochs", "phase2_epochs", "eval_every_n_steps"):
+        value = knobs.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"protocol.{key}={value!r} must be an integer of at least 1")
+    if not isinstance(knobs.get("reset_optimizer", False), bool):
+        raise ConfigError(f"protocol.reset_optimizer={knobs['reset_optimizer']!r} must be a bool")
+
+
+def build_trainer(cfg: DictConfig, job_dir: Path, protocol: Protocol) -> L.Trainer:
     """A Trainer whose logs and checkpoints stay inside ``job_dir``."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in MANAGED_TRAINER_KEYS:
@@ -46,11 +99,13 @@ def build_trainer(cfg: DictConfig, job_dir: Path) -> L.Trainer:
             raise ConfigError(f"trainer.{key} is set by ei_lightning itself; remove the override")
     if not isinstance(options.get("max_epochs"), int) or options["max_epochs"] < 1:
         raise ConfigError(f"trainer.max_epochs={options.get('max_epochs')!r} must be at least 1")
+    options |= protocol.trainer_options
 
     bar = show_progress_bar(cfg.progress)
     callbacks: list[L.Callback] = [
         SignConstraint(),
         ModelCheckpoint(dirpath=job_dir / "checkpoints", save_last=True, save_top_k=0),
+        *protocol.callbacks,
     ]
     if not bar:
         callbacks.append(EpochSummary())
@@ -125,19 +180,24 @@ def resume_checkpoint(job_dir: Path) -> Path | None:
     return last
 
 
-def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
-    """Fit, then test on the final weights; return the fields of the result file."""
+def train(cfg: DictConfig, job_dir: Path, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Fit, then test on the final weights; return the fields of the result file.
+
+    ``callbacks`` join the run's own, for callers that watch training from outside.
+    """
     configure_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = FashionMNISTDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=cfg.seed)
+    protocol = build_protocol(cfg)
+    protocol.callbacks += callbacks
+    data = protocol.data
     module = CircuitModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        schedule_epochs=protocol.schedule_epochs,
     )
     data.setup("fit")  # a data problem surfaces here, before any Trainer is built
-    trainer = build_trainer(cfg, job_dir)
-    if data.permutation is not None:
-        write_json_atomic(job_dir / PERMUTATION_FILE, data.permutation.tolist())
+    trainer = build_trainer(cfg, job_dir, protocol)
+    save_shuffle(protocol.shuffled, job_dir)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume_checkpoint(job_dir))
@@ -156,7 +216,24 @@ def train(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
         "n_params": sum(p.numel() for p in circuit.parameters()),
         "sign_violations": circuit.signs.count_violations(circuit),
         "sign_census": {"init": module.init_census, "final": sign_census(circuit)},
+        **switch_outcome(protocol.switch, job_dir),
     }
+
+
+def save_shuffle(task: FashionMNISTDataModule, job_dir: Path) -> None:
+    """Keep the pixel or label permutation with the run, so the task can be rebuilt exactly."""
+    if task.permutation is not None:
+        write_json_atomic(job_dir / PIXEL_PERMUTATION_FILE, task.permutation.tolist())
+    if task.relabel is not None:
+        write_json_atomic(job_dir / LABEL_PERMUTATION_FILE, task.relabel.tolist())
+
+
+def switch_outcome(switch: TaskSwitch | None, job_dir: Path) -> dict[str, float]:
+    """The task-switch measures, with the relearning curve written beside the result."""
+    if switch is None:
+        return {}
+    pd.DataFrame(switch.curve).to_csv(job_dir / RELEARNING_FILE, index=False)
+    return switch.summary()
 
 
 def job_overrides() -> list[str]:
@@ -195,6 +272,7 @@ def run_job(cfg: DictConfig, job_dir: Path, overrides: list[str]) -> dict[str, A
     report still runs (Hydra skips its end-of-sweep callbacks once a job has raised).
     """
     result = {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed,
+              "protocol": cfg.protocol.name, "shuffle": cfg.data.shuffle,
               "overrides": overrides}  # fmt: skip
     try:
         previous = finished_result(job_dir, overrides)
