@@ -64,6 +64,7 @@ from ei_lightning.circuits import CIRCUITS, N_INPUTS, Circuit, build_circuit
 from ei_lightning.datamodule import N_TRAIN_FULL, FashionMNISTDataModule
 from ei_lightning.fashion_mnist import FILES, IDX_MAGIC, load_fashion_mnist
 from ei_lightning.lightning_module import CircuitModule
+from ei_lightning.protocol import Protocol
 from ei_lightning.train import CONFIG_DIR, build_trainer
 
 log = logging.getLogger("bench_epoch")
@@ -191,9 +192,9 @@ class ProductEpoch:
         # A fresh directory per fit: the CSV logger and the checkpoint would warn about reuse.
         job_dir = self.workdir / f"{self.cfg.model.name}_fit{self.fits}"
         self.fits += 1
-        trainer = build_trainer(self.cfg, job_dir)
         timer = EpochTimer()
-        trainer.callbacks.append(timer)
+        protocol = Protocol(data=self.data, shuffled=self.data, callbacks=[timer])
+        trainer = build_trainer(self.cfg, job_dir, protocol)
 
         start = time.perf_counter()
         trainer.fit(self.module, datamodule=self.data)

@@ -57,7 +57,7 @@ def test_unknown_names_are_rejected_by_the_config(
         ("model.e_fraction=1.0", "model.e_fraction=1.0 must lie strictly between 0 and 1"),
         ("model.scope=some", "model.scope='some' is not a constraint scope; use one of"),
         ("data.batch_size=0", "data.batch_size=0 must be an integer of at least 1"),
-        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be at least 1"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer of at least 1"),
         ("optim.lr=-0.1", "optim.lr=-0.1 must be a positive learning rate"),
         ("data.root=/nonexistent", "data.root=/nonexistent is not a directory"),
     ],

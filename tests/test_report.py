@@ -175,3 +175,36 @@ def test_learning_speed_edge_cases(accuracy: tuple, auc: float, first: float) ->
 
     assert speed["val_auc"] == pytest.approx(auc, nan_ok=True)
     assert speed["epochs_to_95"] == pytest.approx(first, nan_ok=True)
+
+
+def make_switch_job(sweep: Path, model: str, seed: int, before: float, after: float) -> None:
+    """A task-switch job: original-task accuracy before and after phase 2, and its curve."""
+    name = f"{model}_{seed}"
+    make_job(sweep, name, model, seed, 0.85)
+    result = json.loads((sweep / name / "result.json").read_text())
+    result |= {"task1_acc_phase1": before, "task1_acc_phase2": after,
+               "forgetting": before - after, "steps_to_90": 100.0, "steps_to_95": 150.0,
+               "phase2_auc": 0.7}  # fmt: skip
+    (sweep / name / "result.json").write_text(json.dumps(result))
+    curve = pd.DataFrame({"step_after_switch": [0, 50, 100], "task1_val_acc": [before, 0.5, after],
+                          "task2_val_acc": [0.1, 0.6, 0.85]})  # fmt: skip
+    curve.to_csv(sweep / name / "relearning.csv", index=False)
+
+
+def test_task_switch_report_summarises_forgetting_against_mlp(tmp_path: Path) -> None:
+    drops = {"mlp": [0.5, 0.6, 0.55], "split_ep": [0.3, 0.35, 0.4]}
+    for model, values in drops.items():
+        for seed, drop in enumerate(values):
+            make_switch_job(tmp_path, model, seed, 0.9, 0.9 - drop)
+
+    summary = write_report(tmp_path).set_index("model")
+
+    diff = np.subtract(drops["split_ep"], drops["mlp"])
+    assert summary.loc["split_ep", "forgetting_mean"] == pytest.approx(0.35)
+    assert summary.loc["split_ep", "forgetting_diff_vs_mlp"] == pytest.approx(diff.mean())
+    assert summary.loc["split_ep", "forgetting_p_ttest"] == pytest.approx(
+        stats.ttest_rel(drops["split_ep"], drops["mlp"]).pvalue
+    )
+    assert len(pd.read_csv(tmp_path / "relearning.csv")) == 6 * 3
+    for name in ("task_switch_accuracy.png", "relearning_curves.png", "forgetting.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)

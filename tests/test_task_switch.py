@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 
 from ei_lightning.datamodule import FashionMNISTDataModule, label_derangement, pixel_permutation
 from ei_lightning.errors import ConfigError
+from ei_lightning.protocol import build_protocol
 from ei_lightning.task_switch import relearning_speed
-from ei_lightning.train import build_protocol, train
+from ei_lightning.train import train
 
 TINY = ("model.h1=16", "model.h2=16", "trainer.limit_train_batches=6", "progress=epoch",
         "trainer.limit_val_batches=1")  # fmt: skip

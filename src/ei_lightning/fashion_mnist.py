@@ -102,8 +102,9 @@ def _download(directory: Path) -> None:
         for train in (True, False):
             FashionMNIST(str(directory), train=train, download=True)
     except Exception as err:  # any network or server failure means the same thing to the user
+        reason = " ".join(str(err).split())  # one paragraph: torchvision's message spans lines
         raise DataSourceError(
-            f"Fashion-MNIST was not found and torchvision could not download it ({err}). "
+            f"Fashion-MNIST was not found and torchvision could not download it ({reason}). "
             f"{HOW_TO_GET}"
         ) from err
 

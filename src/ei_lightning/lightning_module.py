@@ -41,9 +41,11 @@ class CircuitModule(L.LightningModule):
         self.circuit = build_circuit(**model)
         self.init_census = sign_census(self.circuit)
 
-        self.train_acc = MulticlassAccuracy(N_CLASSES, average="micro")
-        self.val_acc = MulticlassAccuracy(N_CLASSES, average="micro")
-        self.test_acc = MulticlassAccuracy(N_CLASSES, average="micro")
+        # Labels come from our own data module; checking them on every step costs device syncs.
+        accuracy = {"num_classes": N_CLASSES, "average": "micro", "validate_args": False}
+        self.train_acc = MulticlassAccuracy(**accuracy)
+        self.val_acc = MulticlassAccuracy(**accuracy)
+        self.test_acc = MulticlassAccuracy(**accuracy)
         # a NaN loss must show as NaN, not be dropped from the mean with a warning
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
@@ -64,7 +66,9 @@ class CircuitModule(L.LightningModule):
         self._check_finite(loss)
         # update only: the metric's full call computes a per-step value nobody reads
         self.train_acc.update(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # batch_size given, so Lightning need not search the batch for it at every step
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(labels))  # fmt: skip
         return loss
 
     def on_train_epoch_end(self) -> None:

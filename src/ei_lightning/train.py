@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from ei_lightning.constraints import sign_census
 from ei_lightning.datamodule import FashionMNISTDataModule
 from ei_lightning.errors import ConfigError
 from ei_lightning.lightning_module import CircuitModule, DivergedError
+from ei_lightning.protocol import Protocol, build_protocol
 from ei_lightning.results import (
     LABEL_PERMUTATION_FILE,
     PIXEL_PERMUTATION_FILE,
@@ -37,69 +37,21 @@ from ei_lightning.results import (
     read_result,
     write_json_atomic,
 )
-from ei_lightning.task_switch import RELEARNING_FILE, TaskSwitch, TaskSwitchDataModule
+from ei_lightning.task_switch import RELEARNING_FILE, TaskSwitch
 
 log = logging.getLogger(__name__)
 
-# The configs live beside the package in a checkout (``conf/``), where users edit them.
+# NOTE: the configs are read from the checkout's conf/, where users edit them, so the package
+# runs from a clone (editable install); a wheel alone would not carry them.
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-PROTOCOLS = ("single", "task_switch")
 
 # Trainer arguments that the job sets itself from other config values.
 MANAGED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar")
 
 
-@dataclass
-class Protocol:
-    """What the protocol changes about a run: its data, extra callbacks, epochs and schedule."""
-
-    data: L.LightningDataModule
-    shuffled: FashionMNISTDataModule
-    callbacks: list[L.Callback] = field(default_factory=list)
-    trainer_options: dict[str, Any] = field(default_factory=dict)
-    schedule_epochs: int | None = None
-    switch: TaskSwitch | None = None
-
-
-def build_protocol(cfg: DictConfig) -> Protocol:
-    """``single``: one task for the whole run; ``task_switch``: the original task, then data's."""
-    kwargs = {**OmegaConf.to_container(cfg.data, resolve=True), "seed": cfg.seed}
-    task = FashionMNISTDataModule(**kwargs)
-    protocol = OmegaConf.to_container(cfg.protocol, resolve=True)
-    check_protocol_args(**protocol)
-    if protocol["name"] == "single":
-        return Protocol(data=task, shuffled=task)
-
-    phase1, phase2 = protocol["phase1_epochs"], protocol["phase2_epochs"]
-    original = FashionMNISTDataModule(**{**kwargs, "name": "fmnist", "shuffle": None})
-    data = TaskSwitchDataModule(original, task, phase1)
-    switch = TaskSwitch(data, protocol["reset_optimizer"], phase2, protocol["eval_every_n_steps"])
-    options = {"max_epochs": phase1 + phase2, "reload_dataloaders_every_n_epochs": 1}
-    return Protocol(data, task, [switch], options, schedule_epochs=phase1, switch=switch)
-
-
-def check_protocol_args(name: str, **knobs: Any) -> None:
-    """Reject protocol settings that cannot run, naming the accepted values."""
-    if name not in PROTOCOLS:
-        raise ConfigError(f"protocol={name!r} is not known; use one of {PROTOCOLS}")
-    for key in ("phase1_epochs", "phase2_epochs", "eval_every_n_steps"):
-        value = knobs.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"protocol.{key}={value!r} must be an integer of at least 1")
-    if not isinstance(knobs.get("reset_optimizer", False), bool):
-        raise ConfigError(f"protocol.reset_optimizer={knobs['reset_optimizer']!r} must be a bool")
-
-
 def build_trainer(cfg: DictConfig, job_dir: Path, protocol: Protocol) -> L.Trainer:
     """A Trainer whose logs and checkpoints stay inside ``job_dir``."""
-    options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in MANAGED_TRAINER_KEYS:
-        if key in options:
-            raise ConfigError(f"trainer.{key} is set by ei_lightning itself; remove the override")
-    if not isinstance(options.get("max_epochs"), int) or options["max_epochs"] < 1:
-        raise ConfigError(f"trainer.max_epochs={options.get('max_epochs')!r} must be at least 1")
-    options |= protocol.trainer_options
+    options = check_trainer_args(cfg) | protocol.trainer_options
 
     bar = show_progress_bar(cfg.progress)
     callbacks: list[L.Callback] = [
@@ -117,6 +69,19 @@ def build_trainer(cfg: DictConfig, job_dir: Path, protocol: Protocol) -> L.Train
         default_root_dir=job_dir,
         enable_progress_bar=bar,
     )
+
+
+def check_trainer_args(cfg: DictConfig) -> dict[str, Any]:
+    """The Trainer's keyword arguments, once they are known to be usable."""
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in MANAGED_TRAINER_KEYS:
+        if key in options:
+            raise ConfigError(f"trainer.{key} is set by ei_lightning itself; remove the override")
+    epochs = options.get("max_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer of at least 1")
+    show_progress_bar(cfg.progress)
+    return options
 
 
 def show_progress_bar(progress: str) -> bool:
@@ -186,6 +151,7 @@ def train(cfg: DictConfig, job_dir: Path, callbacks: Sequence[L.Callback] = ()) 
     ``callbacks`` join the run's own, for callers that watch training from outside.
     """
     configure_threads(cfg.threads)
+    check_trainer_args(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     protocol = build_protocol(cfg)
     protocol.callbacks += callbacks
