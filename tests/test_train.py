@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from omegaconf import DictConfig
 
 from conftest import CIRCUIT_NAMES
@@ -76,3 +77,21 @@ def test_main_job_sweep_end_to_end(tmp_path: Path) -> None:
         assert (job_dir / "logs" / "metrics.csv").is_file()
         assert json.loads((job_dir / "result.json").read_text())["status"] == "ok"
     assert "test_acc_mean" in done.stderr + done.stdout
+
+
+def test_logs_hold_step_losses_at_the_cadence_and_each_epochs_own_loss(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_cfg(*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=40")
+
+    with caplog.at_level("INFO"):
+        train(cfg, tmp_path)
+
+    metrics = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    step_rows = metrics.dropna(subset=["train/loss"])
+    epoch_loss = metrics.dropna(subset=["train/loss_epoch"])["train/loss_epoch"].tolist()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert step_rows["step"].tolist() == [19, 39, 59, 79]  # every 20 optimizer steps
+    assert len(epoch_loss) == 2 and len(lines) == 2
+    assert f"train/loss_epoch={epoch_loss[0]:.4f}" in lines[0]
+    assert f"train/loss_epoch={epoch_loss[1]:.4f}" in lines[1]

@@ -105,12 +105,20 @@ def plot_task_switch(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
             rows = part[part["model"] == model]
             for offset, column, hatch in ((-0.2, "task1_acc_phase1", ""), (0.2, "test_acc", "//")):
                 values = rows[column].to_numpy(dtype=float)
-                box = ax.boxplot(values, positions=[i + offset], widths=0.35, patch_artist=True)
+                box = ax.boxplot(
+                    values,
+                    positions=[i + offset],
+                    widths=0.35,
+                    patch_artist=True,
+                    showfliers=False,
+                )  # every seed is drawn as a dot anyway
                 box["boxes"][0].set(facecolor=_color(model, i), alpha=0.6, hatch=hatch)
                 jitter = rng.uniform(-0.06, 0.06, len(values))
                 ax.scatter(i + offset + jitter, values, color="black", s=12, zorder=3)
         ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
-        ax.set_title(f"{title}: original (plain) vs shuffled (hatched)")
+        ax.set_title(title)
+        ax.set_xlabel("plain: original task after phase 1; hatched: shuffled after phase 2",
+                      fontsize=FONT_SIZE - 3)  # fmt: skip
     axes[0].set_ylabel("test accuracy")
     _save(fig, path)
 
@@ -134,7 +142,7 @@ def plot_relearning(
                 ax.plot(mean.index, mean, style, color=_color(model, i), label=label, lw=2)
                 ax.fill_between(mean.index, mean - sem, mean + sem, color=_color(model, i),
                                 alpha=0.15)  # fmt: skip
-        ax.set_title(f"{title}: new task (solid), old task (dashed)")
+        ax.set_title(f"{title}: new task solid, old dashed", fontsize=FONT_SIZE - 1)
         ax.set_xlabel("optimizer steps after the switch")
     axes[0].set_ylabel("validation accuracy (mean ± SEM)")
     axes[-1].legend(loc="center right", fontsize=FONT_SIZE - 2)

@@ -47,6 +47,7 @@ class CircuitModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(**accuracy)
         self.test_acc = MulticlassAccuracy(**accuracy)
         # a NaN loss must show as NaN, not be dropped from the mean with a warning
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
         # persistent, so a run resumed from a checkpoint still knows its best epoch
@@ -64,15 +65,23 @@ class CircuitModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         loss, logits, labels = self._step(batch)
         self._check_finite(loss)
-        # update only: the metric's full call computes a per-step value nobody reads
+        # Metrics are only accumulated here: a Lightning self.log call costs more than a small
+        # circuit's whole step on a CPU, so the step value is logged when the logger will
+        # write it (Lightning's own cadence) and the epoch values once, after the last batch.
         self.train_acc.update(logits, labels)
-        # batch_size given, so Lightning need not search the batch for it at every step
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=len(labels))  # fmt: skip
+        self.train_loss.update(loss.detach(), weight=len(labels))
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        self.log("train/acc", self.train_acc.compute())
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx + 1 < self.trainer.num_training_batches:
+            return
+        # on_epoch so Lightning writes them with the epoch; logged before validation runs and
+        # before the epoch-end hooks of callbacks, which read them
+        self.log("train/loss_epoch", self.train_loss.compute(), on_step=False, on_epoch=True)
+        self.log("train/acc", self.train_acc.compute(), on_step=False, on_epoch=True)
+        self.train_loss.reset()
         self.train_acc.reset()
 
     def _check_finite(self, loss: torch.Tensor) -> None:
