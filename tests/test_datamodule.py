@@ -57,7 +57,7 @@ def test_pixel_permutation_is_a_true_permutation_shared_by_all_runs(
 
 
 def test_permutation_seed_picks_another_permutation(shuffled: FashionMNISTDataModule) -> None:
-    other = FashionMNISTDataModule(shuffle="pixels", permutation_seed=1)
+    other = FashionMNISTDataModule(name="shuffled", shuffle="pixels", permutation_seed=1)
 
     assert not torch.equal(other.permutation, shuffled.permutation)
 

@@ -56,7 +56,7 @@ def test_unknown_names_are_rejected_by_the_config(
         ("model.h2=-4", "model.h2=-4 must be a positive integer width"),
         ("model.e_fraction=1.0", "model.e_fraction=1.0 must lie strictly between 0 and 1"),
         ("model.scope=some", "model.scope='some' is not a constraint scope; use one of"),
-        ("data.batch_size=0", "data.batch_size=0 must be an integer of at least 1"),
+        ("data.batch_size=0", "data.batch_size=0 must be an integer of at least 2"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer of at least 1"),
         ("optim.lr=-0.1", "optim.lr=-0.1 must be a positive learning rate"),
         ("data.root=/nonexistent", "data.root=/nonexistent is not a directory"),
@@ -71,6 +71,31 @@ def test_bad_settings_stop_before_training_with_one_message(
     assert message in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert "Epoch" not in done.stderr and "epoch 1/1" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["seed=-1"], "seed=-1 must be a non-negative integer"),
+        (["threads=abc"], "threads='abc' must be a positive integer"),
+        (["data.batch_size=1"], "data.batch_size=1 must be an integer of at least 2"),
+        (["data.split_seed=abc"], "data.split_seed='abc' must be a non-negative integer"),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 must be"),
+        (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 would train nothing"),
+        (["trainer.devices=2"], "trainer.devices=2: each run uses one device"),
+        (["trainer.accelerator=gpu"], "Lightning's Trainer rejected the trainer.* settings"),
+        (["data.shuffle=labels"], "data=fmnist is the original task and takes no"),
+        (["data=shuffled", "data.shuffle=null"], "data=shuffled needs data.shuffle=pixels or"),
+    ],
+)
+def test_more_bad_settings_raise_config_errors(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    if "trainer.accelerator=gpu" in overrides and torch.cuda.is_available():
+        pytest.skip("a GPU is present, so accelerator=gpu is valid here")
+
+    with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace("(", r"\(")):
+        train(make_cfg(*TINY, *overrides), tmp_path)
 
 
 def test_fraction_that_empties_a_population_names_both_sizes(
@@ -161,10 +186,13 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path: Path) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert read_result(broken) is None, "the run ended before it could be killed"
+    left = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert left["epoch"] < 2, "the checkpoint left behind must come from the middle of the run"
 
     rerun = run_cli(tmp_path, *settings, f"hydra.run.dir={broken}")
 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "Resuming from" in rerun.stdout + rerun.stderr
     first, second = read_result(whole), read_result(broken)
     for key in ("test_acc", "test_loss", "best_val_acc", "steps", "epochs"):
         assert first[key] == second[key], key

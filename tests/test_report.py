@@ -64,6 +64,8 @@ def sweep(tmp_path: Path) -> Path:
         make_job(tmp_path, f"split_{seed}", "split_ep", seed, split, curve=(0.6, 0.78, 0.8))
     make_job(tmp_path, "split_3", "split_ep", 3, float("nan"), status="failed")
     make_job(tmp_path, "lhb_0", "lhb_dan", 0, None)
+    make_job(tmp_path, "combined_0", "combined_ei", 0, None, status="invalid")
+    (tmp_path / "combined_0" / "logs" / "metrics.csv").unlink()  # stopped before training
     return tmp_path
 
 
@@ -95,7 +97,7 @@ def test_paired_comparison_against_mlp(sweep: Path) -> None:
     assert summary.loc["split_ep", "p_ttest"] == pytest.approx(p_t)
     assert summary.loc["split_ep", "p_wilcoxon"] == pytest.approx(0.25)
     assert np.isnan(summary.loc["mlp", "p_ttest"])
-    assert summary.loc["mlp", "paired_reason"] == "identical to the control on every seed"
+    assert summary.loc["mlp", "paired_reason"] == "the control itself"
 
 
 def test_learning_speed_from_the_curves(sweep: Path) -> None:
@@ -111,7 +113,7 @@ def test_failed_and_missing_jobs_are_listed_not_dropped(sweep: Path) -> None:
     write_report(sweep)
 
     runs = pd.read_csv(sweep / "runs.csv").set_index("job")
-    assert len(runs) == 8
+    assert len(runs) == 9
     assert runs.loc["lhb_0", "status"] == "missing"
     assert runs.loc["split_3", "status"] == "failed"
     assert "nan" in runs.loc["split_3", "error"]

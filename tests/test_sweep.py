@@ -76,3 +76,15 @@ def test_joblib_launcher_shares_the_cores_between_parallel_jobs(tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-2000:]
     threads = [json.loads(p.read_text())["threads"] for p in directory.glob("*/result.json")]
     assert threads == [max(1, os.cpu_count() // 2)] * 2
+
+
+def test_resume_with_another_command_is_refused_before_touching_results(tmp_path: Path) -> None:
+    directory = tmp_path / "sweep"
+    assert sweep(directory, "seed=0,1").returncode == 0
+    before = {p: p.read_text() for p in directory.glob("*/result.json")}
+
+    done = sweep(directory, "seed=0,1", "optim.lr=0.5", f"+resume={directory}")
+
+    assert done.returncode == 2
+    assert "resume it with the command that started it" in done.stdout + done.stderr
+    assert {p: p.read_text() for p in directory.glob("*/result.json")} == before

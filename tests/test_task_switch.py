@@ -129,7 +129,10 @@ def test_task_switch_needs_a_shuffled_second_task(make_cfg: Callable[..., DictCo
 
 def test_label_permutation_moves_every_class_and_is_shared() -> None:
     relabel = label_derangement(0)
-    by_seed = [FashionMNISTDataModule(shuffle="labels", seed=s).relabel for s in (0, 1, 7)]
+    by_seed = [
+        FashionMNISTDataModule(name="shuffled", shuffle="labels", seed=s).relabel
+        for s in (0, 1, 7)
+    ]
 
     assert sorted(relabel.tolist()) == list(range(10))
     assert not (relabel == torch.arange(10)).any()
@@ -139,7 +142,7 @@ def test_label_permutation_moves_every_class_and_is_shared() -> None:
 
 def test_labels_shuffle_keeps_images_and_moves_labels() -> None:
     plain = FashionMNISTDataModule(seed=0)
-    shuffled = FashionMNISTDataModule(shuffle="labels", seed=0)
+    shuffled = FashionMNISTDataModule(name="shuffled", shuffle="labels", seed=0)
     plain.setup()
     shuffled.setup()
 

@@ -129,7 +129,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_data_args(shuffle, batch_size, eval_batch_size, val_size)
+        check_data_args(name, shuffle, batch_size, eval_batch_size, val_size)
+        for key, value in (("split_seed", split_seed), ("permutation_seed", permutation_seed)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"data.{key}={value!r} must be a non-negative integer")
         self.name = name
         self.shuffle = shuffle
         self.root = root
@@ -189,13 +192,24 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
 
 def check_data_args(
-    shuffle: str | None, batch_size: int, eval_batch_size: int, val_size: int
+    name: str, shuffle: str | None, batch_size: int, eval_batch_size: int, val_size: int
 ) -> None:
     """Reject data settings that cannot work, naming the accepted values."""
     if shuffle not in SHUFFLES:
         raise ConfigError(f"data.shuffle={shuffle!r} is not supported; use one of {SHUFFLES}")
-    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"data.{key}={value!r} must be an integer of at least 1")
+    if name == "fmnist" and shuffle is not None:
+        raise ConfigError(
+            f"data=fmnist is the original task and takes no data.shuffle={shuffle!r}; "
+            f"use data=shuffled data.shuffle={shuffle}"
+        )
+    if name == "shuffled" and shuffle is None:
+        raise ConfigError("data=shuffled needs data.shuffle=pixels or data.shuffle=labels")
+    # BatchNorm needs two samples to normalise a training batch
+    for key, value, least in (
+        ("batch_size", batch_size, 2),
+        ("eval_batch_size", eval_batch_size, 1),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"data.{key}={value!r} must be an integer of at least {least}")
     if not isinstance(val_size, int) or not 0 < val_size < N_TRAIN_FULL:
         raise ConfigError(f"data.val_size={val_size!r} must be between 1 and {N_TRAIN_FULL - 1}")

@@ -38,11 +38,11 @@ def _panels(frame: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFram
     ]  # fmt: skip
 
 
-def _figure(n_panels: int) -> tuple[Figure, np.ndarray]:
+def _figure(n_panels: int, sharey: bool = True) -> tuple[Figure, np.ndarray]:
     # the object API, not pyplot: no GUI backend, and nothing global changes in a notebook
     n = max(n_panels, 1)
     fig = Figure(figsize=(5.5 * n, 4.5))
-    axes = fig.subplots(1, n, squeeze=False, sharey=True)
+    axes = fig.subplots(1, n, squeeze=False, sharey=sharey)
     return fig, axes[0]
 
 
@@ -50,7 +50,7 @@ def _figure(n_panels: int) -> tuple[Figure, np.ndarray]:
 def plot_accuracy(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
     """Mean test accuracy per circuit with SEM error bars, every seed as a dot."""
     panels = _panels(runs, keys)
-    fig, axes = _figure(len(panels))
+    fig, axes = _figure(len(panels), sharey=False)  # each panel zooms on its own accuracies
     rng = np.random.default_rng(0)  # jitter of the dots only
     for ax, (title, part) in zip(axes, panels, strict=False):
         for i, model in enumerate(_models(part)):
@@ -77,7 +77,8 @@ def plot_curves(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], path:
         for i, model in enumerate(_models(part)):
             by_epoch = part[part["model"] == model].groupby("epoch")["val_acc"]
             mean, sem = by_epoch.mean(), by_epoch.sem().fillna(0.0)
-            ax.plot(mean.index, mean, color=_color(model, i), label=model, lw=2)
+            ax.plot(mean.index, mean, color=_color(model, i), label=model, lw=2, marker="o",
+                    markersize=3)  # fmt: skip
             ax.fill_between(mean.index, mean - sem, mean + sem, color=_color(model, i), alpha=0.2)
         ax.set_title(title)
         ax.set_xlabel("epoch")

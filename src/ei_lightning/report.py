@@ -126,8 +126,11 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             runs[column] = numeric  # so 512 and 30 sort and group as numbers
     runs = runs.reindex(columns=RUN_COLUMNS + extra)
     curves_table = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    curves_table = curves_table.reindex(columns=CURVE_COLUMNS)
+    numeric = [c for c in CURVE_COLUMNS if c not in ("model", "data", "job")]
+    curves_table[numeric] = curves_table[numeric].apply(pd.to_numeric, errors="coerce")
     relearning_table = pd.concat(relearning, ignore_index=True) if relearning else pd.DataFrame()
-    return runs, curves_table.reindex(columns=CURVE_COLUMNS), relearning_table
+    return runs, curves_table, relearning_table
 
 
 def group_keys(runs: pd.DataFrame) -> list[str]:
@@ -226,6 +229,18 @@ class SweepReport(Callback):
     Hydra turns exceptions raised here into warnings, so failure leaves by ``SystemExit``.
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse to resume a sweep with another command, before any job touches its files."""
+        previous = Path(config.hydra.sweep.dir) / "multirun.yaml"
+        if OmegaConf.select(config, "resume") is None or not previous.is_file():
+            return
+        before = _sweep_overrides(OmegaConf.load(previous).hydra.overrides.task)
+        now = _sweep_overrides(config.hydra.overrides.task)
+        if before != now:
+            log.error("%s was started with %s, not %s; resume it with the command that started "
+                      "it", previous.parent, before, now)  # fmt: skip
+            sys.exit(2)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -241,6 +256,10 @@ class SweepReport(Callback):
             sys.exit(1)
 
 
+def _sweep_overrides(overrides: Any) -> list[str]:
+    return sorted(o for o in overrides if o.lstrip("+~").split("=")[0] != "resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rebuild the report of a sweep directory.")
     parser.add_argument("sweep_dir", type=Path, help="e.g. multirun/2026-12-03/10-00-00")
@@ -249,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         log.error("%s is not a directory", args.sweep_dir)
         return 2
-
-    write_report(args.sweep_dir)
+    try:
+        write_report(args.sweep_dir)
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
     runs = pd.read_csv(args.sweep_dir / "runs.csv")
     return int((runs["status"] != "ok").any())
 

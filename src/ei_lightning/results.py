@@ -26,10 +26,17 @@ def write_json_atomic(path: Path, payload: Any) -> None:
             json.dump(payload, handle, indent=2, allow_nan=True)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; results are to share
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_result(job_dir: Path) -> dict[str, Any] | None:

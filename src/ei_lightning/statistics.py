@@ -50,6 +50,8 @@ def paired_against(runs: pd.DataFrame, keys: list[str], metric: str, control: st
         row = dict(zip(keys, group, strict=True))
         mask = (runs["model"] == control) & _matches(runs, others, row)
         row |= _paired_test(frame, runs[mask], metric)
+        if row["model"] == control:
+            row["paired_reason"] = "the control itself"
         rows.append(row)
     names = {"diff": f"diff_vs_{control}"}
     columns = [*keys, "diff", "p_ttest", "p_wilcoxon", "n_pairs", "paired_reason"]

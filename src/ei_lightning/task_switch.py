@@ -186,15 +186,20 @@ class TaskSwitch(L.Callback):
 def relearning_speed(steps: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:
     """Steps after the switch to reach 90% and 95% of the final task-2 accuracy, and the area.
 
+    The steps are NaN when the run ends no better than it started on task 2: it never relearnt.
+
     ``phase2_auc`` is the area under task-2 validation accuracy over the steps of phase 2,
     divided by their span: the mean accuracy while relearning, in [0, 1].
     """
     if len(accuracy) == 0:
         return {"steps_to_90": np.nan, "steps_to_95": np.nan, "phase2_auc": np.nan}
 
-    final = accuracy[-1]
-    first = {f"steps_to_{p}": float(steps[np.flatnonzero(accuracy >= p / 100 * final)[0]])
-             for p in (90, 95)}  # fmt: skip
     span = steps[-1] - steps[0]
     auc = float(np.trapezoid(accuracy, steps) / span) if span > 0 else float(accuracy[0])
+    final = accuracy[-1]
+    if final <= accuracy[0]:
+        # nothing was relearnt: "steps to reach" the starting level would read as instant
+        return {"steps_to_90": np.nan, "steps_to_95": np.nan, "phase2_auc": auc}
+    first = {f"steps_to_{p}": float(steps[np.flatnonzero(accuracy >= p / 100 * final)[0]])
+             for p in (90, 95)}  # fmt: skip
     return {**first, "phase2_auc": auc}

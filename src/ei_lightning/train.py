@@ -7,6 +7,7 @@ python -m ei_lightning.train -m 'model=glob(*)' 'data=glob(*)' 'seed=range(5)'
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from ei_lightning.callbacks import EpochSummary, SignConstraint
@@ -56,19 +58,29 @@ def build_trainer(cfg: DictConfig, job_dir: Path, protocol: Protocol) -> L.Train
     bar = show_progress_bar(cfg.progress)
     callbacks: list[L.Callback] = [
         SignConstraint(),
-        ModelCheckpoint(dirpath=job_dir / "checkpoints", save_last=True, save_top_k=0),
+        # one file, replaced at every epoch end: what an interrupted run resumes from
+        ModelCheckpoint(
+            dirpath=job_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            monitor=None,
+            enable_version_counter=False,
+        ),  # fmt: skip
         *protocol.callbacks,
     ]
     if not bar:
         callbacks.append(EpochSummary())
     logger = CSVLogger(save_dir=job_dir, name="logs", version="")
-    return L.Trainer(
-        **options,
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=job_dir,
-        enable_progress_bar=bar,
-    )
+    try:
+        return L.Trainer(
+            **options,
+            logger=logger,
+            callbacks=callbacks,
+            default_root_dir=job_dir,
+            enable_progress_bar=bar,
+        )
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(f"Lightning's Trainer rejected the trainer.* settings: {err}") from err
 
 
 def check_trainer_args(cfg: DictConfig) -> dict[str, Any]:
@@ -77,11 +89,27 @@ def check_trainer_args(cfg: DictConfig) -> dict[str, Any]:
     for key in MANAGED_TRAINER_KEYS:
         if key in options:
             raise ConfigError(f"trainer.{key} is set by ei_lightning itself; remove the override")
-    epochs = options.get("max_epochs")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer of at least 1")
+    for key in ("max_epochs", "accumulate_grad_batches"):
+        if not _is_count(options.get(key, 1)):
+            raise ConfigError(
+                f"trainer.{key}={options.get(key)!r} must be an integer of at least 1"
+            )
+    if options.get("limit_train_batches") in (0, 0.0):
+        raise ConfigError("trainer.limit_train_batches=0 would train nothing; use null for all")
+    if options.get("devices", 1) not in (1, "1", "auto"):
+        # NOTE: one device per run - the data live on it as one tensor and sweeps parallelise
+        # across jobs (hydra/launcher=joblib or slurm) instead of across devices.
+        raise ConfigError(f"trainer.devices={options['devices']!r}: each run uses one device (1)")
+    if not _is_count(cfg.seed, minimum=0):
+        raise ConfigError(f"seed={cfg.seed!r} must be a non-negative integer")
+    if cfg.threads is not None and not _is_count(cfg.threads):
+        raise ConfigError(f"threads={cfg.threads!r} must be a positive integer (or null)")
     show_progress_bar(cfg.progress)
     return options
+
+
+def _is_count(value: object, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def show_progress_bar(progress: str) -> bool:
@@ -150,8 +178,8 @@ def train(cfg: DictConfig, job_dir: Path, callbacks: Sequence[L.Callback] = ()) 
 
     ``callbacks`` join the run's own, for callers that watch training from outside.
     """
-    configure_threads(cfg.threads)
     check_trainer_args(cfg)
+    configure_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     protocol = build_protocol(cfg)
     protocol.callbacks += callbacks
@@ -174,7 +202,7 @@ def train(cfg: DictConfig, job_dir: Path, callbacks: Sequence[L.Callback] = ()) 
     return {
         "test_acc": tested["test/acc"],
         "test_loss": tested["test/loss"],
-        "best_val_acc": float(module.val_acc_best.compute()),
+        "best_val_acc": finite_or_none(module.val_acc_best),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "wall_s": wall,
@@ -184,6 +212,14 @@ def train(cfg: DictConfig, job_dir: Path, callbacks: Sequence[L.Callback] = ()) 
         "sign_census": {"init": module.init_census, "final": sign_census(circuit)},
         **switch_outcome(protocol.switch, job_dir),
     }
+
+
+def finite_or_none(metric: Any) -> float | None:
+    """The metric's value, or ``None`` when it never saw a value (no validation ran)."""
+    if not metric.update_called:
+        return None
+    value = float(metric.compute())
+    return value if math.isfinite(value) else None
 
 
 def save_shuffle(task: FashionMNISTDataModule, job_dir: Path) -> None:
@@ -242,16 +278,21 @@ def run_job(cfg: DictConfig, job_dir: Path, overrides: list[str]) -> dict[str, A
               "overrides": overrides}  # fmt: skip
     try:
         previous = finished_result(job_dir, overrides)
-        if previous is not None:
-            log.info("%s already holds a complete result; not training again", job_dir)
-            return previous
+    except ConfigError as err:
+        log.error("%s", err)  # the directory belongs to another run: leave its files alone
+        return result | {"status": "invalid", "error": f"{type(err).__name__}: {err}"}
+    if previous is not None:
+        log.info("%s already holds a complete result; not training again", job_dir)
+        return previous
+
+    try:
         result |= {"status": "ok", "error": None, **train(cfg, job_dir)}
     except Exception as err:
         status = next(name for kind, name in STATUS_OF_ERROR if isinstance(err, kind))
         result |= {"status": status, "error": f"{type(err).__name__}: {err}"}
         write_json_atomic(job_dir / RESULT_FILE, result)
-        if status == "invalid":
-            log.error("%s", err)  # the message says what to change; a traceback would bury it
+        if status in ("invalid", "diverged"):
+            log.error("%s", err)  # the message says what happened; a traceback would bury it
         else:
             log.exception("%s", result["error"])
         return result
