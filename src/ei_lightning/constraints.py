@@ -62,9 +62,10 @@ class SignReference(nn.Module):
             self.names.append(name)
 
     def pairs(self, module: nn.Module) -> Iterator[tuple[str, nn.Parameter, torch.Tensor]]:
-        params = dict(module.named_parameters())
+        # get_parameter walks to each constrained tensor; this runs after every optimizer step,
+        # so it avoids rebuilding a dict of all the module's parameters
         for name in self.names:
-            yield name, params[name], getattr(self, _buffer_name(name))
+            yield name, module.get_parameter(name), getattr(self, _buffer_name(name))
 
     @torch.no_grad()
     def project_(self, module: nn.Module) -> None:

@@ -128,11 +128,8 @@ def configure_threads(threads: int | None) -> None:
     """
     if threads is None:
         threads = parallel_share()
-    if threads is None:
-        return
-    if threads < 1:
-        raise ConfigError(f"threads={threads!r} must be at least 1 (or null for the default)")
-    torch.set_num_threads(threads)
+    if threads is not None:  # checked with the other settings in check_trainer_args
+        torch.set_num_threads(threads)
 
 
 def parallel_share() -> int | None:
