@@ -27,7 +27,7 @@ measured float32 matmul rate: per Linear weight and sample, 2 FLOPs forward, 2 f
 gradient and 2 for the input gradient, which the layers reading pixels do not need. BatchNorm,
 ReLU and Adam are left out: they are elementwise and small beside the matmuls.
 
-    .venv/bin/python benchmarks/bench_epoch.py                  # five circuits, 3 measured epochs
+    .venv/bin/python benchmarks/bench_epoch.py                  # five circuits, 5 measured epochs
     .venv/bin/python benchmarks/bench_epoch.py --quick          # a smoke run of a few seconds
     .venv/bin/python benchmarks/bench_epoch.py --circuits mlp --epochs 1 --threads 1
 """
@@ -61,7 +61,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from ei_lightning.circuits import CIRCUITS, N_INPUTS, Circuit, build_circuit
-from ei_lightning.datamodule import N_TRAIN_FULL, FashionMNISTDataModule
+from ei_lightning.datamodule import N_TRAIN_FULL, FashionMNISTDataModule, batch_bounds
 from ei_lightning.fashion_mnist import FILES, IDX_MAGIC, load_fashion_mnist
 from ei_lightning.lightning_module import CircuitModule
 from ei_lightning.protocol import Protocol
@@ -321,8 +321,8 @@ class Plan:
     results_dir: Path
 
 
-def build_variants(plan: Plan, workdir: Path) -> list[Variant]:
-    """Every variant of every circuit, in the round-robin order."""
+def build_variants(plan: Plan, workdir: Path) -> tuple[list[Variant], DictConfig]:
+    """Every variant of every circuit, in the round-robin order, and the data config they share."""
     cfgs = {name: compose_config(name, plan.device, plan.max_batches) for name in plan.circuits}
     data_cfg = next(iter(cfgs.values())).data
     # One datamodule for all circuits, so its tensors sit on the device once.
@@ -343,7 +343,7 @@ def build_variants(plan: Plan, workdir: Path) -> list[Variant]:
         if name in plan.common:
             runs["common"] = LoaderEpoch(model, optim, loader, plan.device, plan.max_batches)
         variants += [Variant(name, kind, run) for kind, run in runs.items()]
-    return variants
+    return variants, data_cfg
 
 
 def run_rounds(variants: list[Variant], epochs: int) -> None:
@@ -389,9 +389,17 @@ def training_flops_per_sample(circuit: Circuit) -> int:
     return sum((6 if needs_input_grad[layer] else 4) * layer.weight.numel() for layer in linears)
 
 
-def summarise(variants: list[Variant], plan: Plan, peak_gflops: float) -> pd.DataFrame:
-    """One row per circuit: medians, their ratios, the arithmetic floor, and the fastest epochs."""
-    n_samples = 50_000 if plan.max_batches is None else plan.max_batches * 256
+def summarise(
+    variants: list[Variant], plan: Plan, peak_gflops: float, data_cfg: DictConfig
+) -> pd.DataFrame:
+    """One row per circuit: medians, their ratios, the arithmetic floor, and the fastest epochs.
+
+    ``overhead_ms_per_step`` spreads the product's extra time over the epoch's optimizer steps:
+    it is the framework's own cost per step, which a larger circuit hides and a smaller one shows.
+    """
+    bounds = batch_bounds(N_TRAIN_FULL - data_cfg.val_size, data_cfg.batch_size)
+    bounds = bounds[: plan.max_batches]
+    n_samples = bounds[-1][1]
     rows = []
     for name in plan.circuits:
         mine = {v.kind: v for v in variants if v.circuit == name}
@@ -399,6 +407,7 @@ def summarise(variants: list[Variant], plan: Plan, peak_gflops: float) -> pd.Dat
         flops = training_flops_per_sample(build_circuit(name)) * n_samples
         row = {"circuit": name, **{f"{kind}_s": med[kind] for kind in KINDS}}
         row["product_over_bare"] = med["product"] / med["bare"]
+        row["overhead_ms_per_step"] = (med["product"] - med["bare"]) / len(bounds) * 1e3
         row["common_over_product"] = med["common"] / med["product"]
         row["floor_s"] = flops / (peak_gflops * 1e9)
         row["fit_overhead_s"] = mine["product"].median(overhead=True)
@@ -453,7 +462,7 @@ def measure_rates(device: torch.device, quick: bool) -> dict[str, float]:
 
 def parse_args(argv: list[str] | None) -> Plan:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=None, help="measured epochs (default 3)")
+    parser.add_argument("--epochs", type=int, default=None, help="measured epochs (default 5)")
     parser.add_argument("--circuits", default=",".join(CIRCUITS), help="comma-separated names")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -472,7 +481,7 @@ def make_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan
     unknown = sorted(set(circuits) - set(CIRCUITS))
     if unknown or not circuits:
         parser.error(f"--circuits: {unknown or 'none'} not known; choose from {list(CIRCUITS)}")
-    epochs = args.epochs if args.epochs is not None else (1 if args.quick else 3)
+    epochs = args.epochs if args.epochs is not None else (1 if args.quick else 5)
     if epochs < 1:
         parser.error(f"--epochs={epochs} must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -528,10 +537,10 @@ def main(argv: list[str] | None = None) -> int:
         rates["ep_layer"],
     )
     with tempfile.TemporaryDirectory(prefix="bench_epoch_") as tmp:
-        variants = build_variants(plan, Path(tmp))
+        variants, data_cfg = build_variants(plan, Path(tmp))
         run_rounds(variants, plan.epochs)
 
-    table = summarise(variants, plan, rates["peak"])
+    table = summarise(variants, plan, rates["peak"], data_cfg)
     log.info(
         "seconds per training epoch (median):\n%s",
         table.to_string(index=False, float_format="%.3f"),
