@@ -69,3 +69,26 @@ def test_epoch_loss_and_accuracy_weight_every_sample_once(epochs: int) -> None:
         expected_acc = (seen.argmax(dim=1) == labels).float().mean().item()
         assert logged["train/loss_epoch"] == pytest.approx(expected_loss, rel=1e-5)
         assert logged["train/acc"] == pytest.approx(expected_acc, abs=1e-6)
+
+
+def test_validation_and_test_loss_weigh_a_short_last_batch_by_its_samples() -> None:
+    # 250 samples in batches of 32: a mean over batches gives the 26-sample batch 32's weight
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (250, 784), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (250,), generator=generator)
+    batches = TensorBatches(images, labels, 32)
+    torch.manual_seed(0)
+    module = CircuitModule(model={"name": "combined_ei", "h1": 16, "h2": 12}, optim=OPTIM)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+
+    validated = trainer.validate(module, dataloaders=batches, verbose=False)[0]
+    tested = trainer.test(module, dataloaders=batches, verbose=False)[0]
+
+    module.eval()
+    with torch.no_grad():
+        logits = module(images.float() / 255.0)
+    expected_loss = F.cross_entropy(logits, labels).item()
+    expected_acc = (logits.argmax(dim=1) == labels).float().mean().item()
+    for prefix, logged in (("val", validated), ("test", tested)):
+        assert logged[f"{prefix}/loss"] == pytest.approx(expected_loss, rel=1e-5)
+        assert logged[f"{prefix}/acc"] == pytest.approx(expected_acc, abs=1e-6)

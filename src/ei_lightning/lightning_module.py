@@ -62,13 +62,10 @@ class CircuitModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.circuit(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
         images, labels = batch
         logits = self(images)
-        return F.cross_entropy(logits, labels), logits, labels
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
-        loss, logits, labels = self._step(batch)
+        loss = F.cross_entropy(logits, labels)
         self._check_finite(loss)
         # Metrics are only accumulated here: a Lightning self.log call costs more than a small
         # circuit's whole step on a CPU, so the step value is logged when the logger will
@@ -103,9 +100,7 @@ class CircuitModule(L.LightningModule):
             raise DivergedError(f"training loss is {loss.item()} at step {self.global_step}")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        self.val_acc.update(logits, labels)
-        self.val_loss.update(loss, weight=len(labels))
+        self._evaluate(batch, self.val_acc, self.val_loss)
 
     def on_validation_epoch_end(self) -> None:
         acc = self.val_acc.compute()
@@ -118,9 +113,21 @@ class CircuitModule(L.LightningModule):
             self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        self.test_acc.update(logits, labels)
-        self.test_loss.update(loss, weight=len(labels))
+        self._evaluate(batch, self.test_acc, self.test_loss)
+
+    def _evaluate(
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        accuracy: MulticlassAccuracy,
+        mean_loss: MeanMetric,
+    ) -> None:
+        images, labels = batch
+        logits = self(images)
+        accuracy.update(logits, labels)
+        # One loss per sample, so the mean weighs every sample once whatever the batch sizes:
+        # MeanMetric drops its `weight` argument under nan_strategy="disable" (torchmetrics
+        # issue 3434), which would weigh a short last batch like a full one.
+        mean_loss.update(F.cross_entropy(logits, labels, reduction="none"))
 
     def on_test_epoch_end(self) -> None:
         self.log("test/acc", self.test_acc.compute())
