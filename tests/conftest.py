@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -14,6 +15,17 @@ from ei_lightning.train import CONFIG_DIR
 
 CIRCUIT_NAMES = ["mlp", "lhb_dan", "combined_ei", "split_ep", "split_ep_lhb"]
 INHIBITORY = ["lhb_dan", "combined_ei", "split_ep", "split_ep_lhb"]
+
+
+def quiet_trainer(**options: object) -> L.Trainer:
+    """A Trainer that writes nothing to disk or the terminal, for tests that only read state."""
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **options,
+    )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import quiet_trainer
 from ei_lightning.datamodule import TensorBatches
 from ei_lightning.lightning_module import CircuitModule
 
@@ -38,15 +39,7 @@ def fit_recording_logits(
 
     module.circuit.register_forward_hook(record)
     metrics = EpochMetrics()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=[metrics],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[metrics], num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=batches, val_dataloaders=batches)
     return metrics, logits
 
@@ -79,7 +72,7 @@ def test_validation_and_test_loss_weigh_a_short_last_batch_by_its_samples() -> N
     batches = TensorBatches(images, labels, 32)
     torch.manual_seed(0)
     module = CircuitModule(model={"name": "combined_ei", "h1": 16, "h2": 12}, optim=OPTIM)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = quiet_trainer()
 
     validated = trainer.validate(module, dataloaders=batches, verbose=False)[0]
     tested = trainer.test(module, dataloaders=batches, verbose=False)[0]

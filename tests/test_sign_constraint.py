@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import CIRCUIT_NAMES
+from conftest import CIRCUIT_NAMES, quiet_trainer
 from ei_lightning.callbacks import SignConstraint
 from ei_lightning.constraints import SignReference
 from ei_lightning.datamodule import TensorBatches
@@ -23,14 +23,10 @@ def fit(
     module = CircuitModule(model=model, optim=OPTIM)
     initial = {n: p.detach().clone() for n, p in module.circuit.named_parameters()}
     constraint = SignConstraint()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
         accumulate_grad_batches=accumulate,
         callbacks=[constraint],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         log_every_n_steps=1,
     )
     trainer.fit(module, train_dataloaders=batches, val_dataloaders=batches)
@@ -103,10 +99,7 @@ def test_projection_keeps_parameters_and_optimizer_state(fake_batches: TensorBat
     torch.manual_seed(0)
     module = CircuitModule(model={"name": "combined_ei", "h1": 16, "h2": 12}, optim=OPTIM)
     before = [id(p) for p in module.circuit.parameters()]
-    trainer = L.Trainer(
-        max_epochs=1, callbacks=[SignConstraint()], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=2,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_epochs=1, callbacks=[SignConstraint()], accumulate_grad_batches=2)
 
     trainer.fit(module, train_dataloaders=fake_batches, val_dataloaders=fake_batches)
 
