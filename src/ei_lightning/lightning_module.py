@@ -80,7 +80,7 @@ class CircuitModule(L.LightningModule):
             return
         # on_epoch so Lightning writes them with the epoch; logged before validation runs and
         # before the epoch-end hooks of callbacks, which read them
-        mean_loss, accuracy = self.train_sums / max(self.train_seen, 1)
+        mean_loss, accuracy = self.train_sums / self.train_seen
         self.log("train/loss_epoch", mean_loss, on_step=False, on_epoch=True)
         self.log("train/acc", accuracy, on_step=False, on_epoch=True)
         self.train_sums.zero_()
